@@ -1,0 +1,189 @@
+"""The VAE, its priors and the training loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+from sparseshift.model import (
+    METHODS,
+    ModelConfig,
+    SparseShiftPrior,
+    SparseShiftVAE,
+    straight_through_gumbel_sigmoid,
+)
+from sparseshift.simulate import SimulationConfig, simulate
+from sparseshift.train import TrainConfig, fit, kl_weight_at
+
+
+def make_model(method: str, n_genes: int = 20, n_latent: int = 3, n_perturbations: int = 5, **kw):
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        method=method, n_genes=n_genes, n_latent=n_latent, n_perturbations=n_perturbations, **kw
+    )
+    return SparseShiftVAE(cfg)
+
+
+def test_nb_log_density_matches_scipy():
+    model = make_model("vae", n_genes=6).double()  # float64: compare to 1e-8, not float32 rounding
+    with torch.no_grad():
+        model.log_theta.copy_(torch.log(torch.tensor([0.5, 1.0, 2.0, 10.0, 50.0, 300.0])))
+    z = torch.randn(4, 3, dtype=torch.float64)
+    library = torch.tensor([[10.0], [200.0], [1000.0], [5e4]], dtype=torch.float64)
+    with torch.no_grad():
+        px = model.likelihood(z, library)
+    x = torch.poisson(px.mean)
+    ours = px.log_prob(x).double().numpy()
+    theta = model.log_theta.detach().exp().double().numpy()
+    mean = px.mean.double().numpy()
+    ref = scipy.stats.nbinom.logpmf(x.numpy(), theta, theta / (theta + mean))
+    np.testing.assert_allclose(ours, ref, rtol=1e-8)
+    # and the mean is library * softmax(decoder(z))
+    with torch.no_grad():
+        rho = torch.softmax(model.decoder(z), -1)
+    torch.testing.assert_close(px.mean, library * rho)
+
+
+def test_straight_through_mask_forward_hard_backward_nonzero():
+    logits = torch.tensor([20.0, 5.0, -20.0], requires_grad=True)
+    torch.manual_seed(0)
+    m = straight_through_gumbel_sigmoid(logits, temperature=1.0)
+    assert m.tolist() == [1.0, 1.0, 0.0]
+    m.sum().backward()
+    assert logits.grad[0] > 0 and logits.grad[1] > 0 and logits.grad[2] > 0
+    # the gradient is the relaxed sample's: largest near the decision boundary
+    assert logits.grad[1] > logits.grad[0]
+
+
+def test_mask_sampling_frequency_follows_sigmoid():
+    torch.manual_seed(1)
+    logits = torch.full((20000,), 0.8)
+    m = straight_through_gumbel_sigmoid(logits)
+    assert abs(m.mean().item() - torch.sigmoid(torch.tensor(0.8)).item()) < 0.015
+
+
+def test_label_never_reaches_the_decoder():
+    """The likelihood of a cell depends on its label only through the prior (KL term)."""
+    model = make_model("ivae")
+    x = torch.poisson(torch.full((8, 20), 30.0))
+    z = model.encode(x).loc
+    lib = x.sum(-1, keepdim=True)
+    a = model.likelihood(z, lib).log_prob(x)
+    # changing the perturbation parameters changes nothing in the likelihood
+    with torch.no_grad():
+        model.prior.mu.add_(10.0)
+    b = model.likelihood(z, lib).log_prob(x)
+    torch.testing.assert_close(a, b)
+
+
+def test_svae_plus_penalty_is_minus_log_beta_over_n():
+    model = make_model("svae_plus", alpha=7.0)
+    prior = model.prior
+    assert isinstance(prior, SparseShiftPrior)
+    with torch.no_grad():
+        prior.logits.uniform_(-3, 3)
+    q = torch.sigmoid(prior.logits).double()
+    expected = -(np.log(7.0) + 6.0 * torch.log1p(-q)).sum() / 100
+    torch.testing.assert_close(prior.penalty(100, 1.0).double(), expected, rtol=1e-4, atol=1e-6)
+    assert prior.penalty(100, 0.0) == 0  # warmed up with the KL
+
+
+def test_svae_penalty_is_lambda_mean_probability():
+    model = make_model("svae", lam=3.0)
+    torch.testing.assert_close(model.prior.penalty(100, 0.0), 3.0 * torch.sigmoid(torch.tensor(5.0)))
+
+
+def test_eval_mask_is_the_learned_graph():
+    model = make_model("svae_plus", alpha=10.0)
+    with torch.no_grad():
+        model.prior.logits.copy_(torch.tensor([[3.0, -3.0, 0.5]] * 5))
+        model.prior.mu.fill_(2.0)
+    model.eval()
+    shift = model.prior.shift(torch.tensor([0, 4]))
+    assert shift.tolist() == [[2.0, 0.0, 2.0], [2.0, 0.0, 2.0]]
+    assert model.prior.target_graph()[0].tolist() == [1.0, 0.0, 1.0]
+    assert model.prior.mask_density() == pytest.approx(2 / 3)
+
+
+def test_ivae_graph_is_top2_abs_mean():
+    model = make_model("ivae", n_latent=4)
+    with torch.no_grad():
+        model.prior.mu.copy_(torch.tensor([[0.1, -3.0, 2.0, 0.5]] * 5))
+    assert model.prior.target_graph()[0].tolist() == [0.0, 1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_training_steps_lower_the_loss(method):
+    model = make_model(method, beta=8.0 if method == "beta_vae" else 1.0, alpha=5.0)
+    x = torch.poisson(torch.rand(64, 20) * 50)
+    labels = torch.randint(0, 5, (64,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.standardize_inputs(x)
+    torch.manual_seed(0)
+    first, _ = model.loss(x, labels, 1.0, n_obs=64)
+    for _ in range(30):
+        loss, _ = model.loss(x, labels, 1.0, n_obs=64)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.manual_seed(0)
+    last, _ = model.loss(x, labels, 1.0, n_obs=64)
+    assert last.item() < first.item() - 1.0
+
+
+def test_kl_warmup_is_linear():
+    assert [kl_weight_at(e, 4) for e in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert kl_weight_at(0, 0) == 1.0
+
+
+def tiny_data(seed=0):
+    adata = simulate(
+        SimulationConfig(
+            n_latent=3, n_perturbations=6, n_heldout=1, cells_per_perturbation=40, n_genes=20,
+            decoder_hidden=8, seed=seed,
+        )
+    )
+    x = torch.as_tensor(adata.X)
+    labels = torch.as_tensor(adata.obs["perturbation_index"].to_numpy(), dtype=torch.long)
+    return x, labels
+
+
+def train_once(checkpoint=None, epochs=6, seed=0):
+    x, labels = tiny_data()
+    model = make_model("svae_plus", n_genes=20, n_perturbations=6, alpha=6.0)
+    torch.manual_seed(seed)
+    cfg = TrainConfig(epochs=epochs, batch_size=32, warmup_epochs=2, checkpoint_every=2, seed=seed)
+    hist = fit(model, x, labels, np.arange(180), np.arange(180, 200), cfg, checkpoint)
+    return model, hist
+
+
+def test_same_seed_same_numbers():
+    m1, h1 = train_once()
+    m2, h2 = train_once()
+    assert h1.equals(h2)
+    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_killed_run_resumes_from_checkpoint_to_the_same_result(tmp_path):
+    ckpt = tmp_path / "run.pt"
+    full, h_full = train_once()
+    train_once(ckpt, epochs=4)  # "killed" after 4 of 6 epochs: the checkpoint stays
+    assert ckpt.exists()
+    resumed, h_res = train_once(ckpt, epochs=6)
+    assert len(h_res) == 6
+    np.testing.assert_allclose(h_res["loss"].to_numpy(), h_full["loss"].to_numpy(), rtol=1e-6)
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_save_and_load_weights_only(tmp_path):
+    model, _ = train_once(epochs=2)
+    model.save(tmp_path / "m.pt", tmp_path / "m.json")
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert "prior.logits" in state
+    again = SparseShiftVAE.load(tmp_path / "m.pt", tmp_path / "m.json")
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)

@@ -1,0 +1,81 @@
+"""Atomic writes and input checks shared by the rule scripts.
+
+Every writer goes through :func:`atomic_path`: the content is written to a
+temporary file beside the target and renamed over it only once complete, so a
+killed job never leaves a half-written output behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+
+class InputError(ValueError):
+    """A user-facing problem with an input file: names the file, the field and what was expected."""
+
+    def __init__(self, path, field: str, expected: str, found: str | None = None):
+        msg = f"{path}: field '{field}' — expected {expected}"
+        if found is not None:
+            msg += f", found {found}"
+        super().__init__(msg)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(obj, path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def write_tsv(df, path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, sep="\t", index=False, na_rep="")
+
+
+def write_h5ad(adata, path) -> None:
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp)
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def configure_logging(log_path: str | os.PathLike | None) -> None:
+    """Send this process's logging (INFO and above) to a rule's log file."""
+    import logging
+
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )

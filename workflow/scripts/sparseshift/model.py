@@ -1,0 +1,370 @@
+"""One variational autoencoder, five priors.
+
+The methods of Lopez et al. (2023) differ only in the prior p(z | perturbation):
+
+=============  ==========================================  ===============================
+method         prior of a cell under perturbation a          extra loss term
+=============  ==========================================  ===============================
+``vae``        N(0, I)                                       -
+``beta_vae``   N(0, I), KL weighted by beta                  -
+``ivae``       N(mu_a, I)                                    -
+``svae``       N(mu_a * m_a, I), m_a a Gumbel-sigmoid mask   lambda * mean(sigmoid(logits))
+``svae_plus``  spike and slab, gamma_ak ~ Bernoulli(pi),     -log Beta(q_ak; 1, alpha) / N
+               pi ~ Beta(1, alpha)
+=============  ==========================================  ===============================
+
+:class:`SparseShiftVAE` owns the encoder, the decoder and the negative-binomial
+likelihood; the perturbation label reaches the model only through its prior object.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.distributions import (
+    Beta,
+    NegativeBinomial,
+    Normal,
+    kl_divergence,
+)
+from torch.nn import functional as F
+
+METHODS = ("vae", "beta_vae", "ivae", "svae", "svae_plus")
+DISPLAY_NAMES = {
+    "vae": "VAE",
+    "beta_vae": "β-VAE",
+    "ivae": "iVAE",
+    "svae": "sVAE",
+    "svae_plus": "sVAE+",
+}
+# Methods that learn a perturbation x latent target graph.
+GRAPH_METHODS = ("ivae", "svae", "svae_plus")
+
+
+def mlp(n_in: int, n_hidden: int, n_layers: int, n_out: int) -> nn.Sequential:
+    """``n_layers`` hidden ReLU layers of width ``n_hidden``, then a linear output."""
+    layers: list[nn.Module] = []
+    width = n_in
+    for _ in range(n_layers):
+        layers += [nn.Linear(width, n_hidden), nn.ReLU()]
+        width = n_hidden
+    layers.append(nn.Linear(width, n_out))
+    return nn.Sequential(*layers)
+
+
+class _StraightThroughStep(torch.autograd.Function):
+    """Heaviside step forward, sigmoid derivative backward.
+
+    ``sigmoid(v) > 0.5`` is ``v > 0``; the backward pass uses
+    ``sigmoid(v) * sigmoid(-v)``, which stays non-zero in float32 for large |v|
+    (autograd through ``torch.sigmoid`` would return exactly 0 once sigmoid(v)
+    rounds to 1).
+    """
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(v)
+        return (v > 0).to(v.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (v,) = ctx.saved_tensors
+        return grad * torch.sigmoid(v) * torch.sigmoid(-v)
+
+
+def straight_through_gumbel_sigmoid(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """A hard {0, 1} sample of Bernoulli(sigmoid(logits)) with a relaxed gradient.
+
+    The relaxed (binary Concrete) sample in logit space is
+    ``(logits + logit(u)) / temperature`` with u ~ Uniform(0, 1), i.e. Logistic
+    noise; the forward value is its sign, the backward pass that of ``sigmoid``
+    (the straight-through estimator). ``LogitRelaxedBernoulli`` is not used because
+    it clamps its logits to about ±16, which zeroes the gradient beyond.
+    """
+    eps = torch.finfo(logits.dtype).eps
+    u = torch.rand_like(logits).clamp_(eps, 1 - eps)
+    return _StraightThroughStep.apply((logits + torch.logit(u)) / temperature)
+
+
+# ----------------------------------------------------------------------------- priors
+
+
+class Prior(nn.Module):
+    """p(z | perturbation) of a cell: N(shift(a), I), plus an optional global term.
+
+    Subclasses override :meth:`shift` (the prior mean of each cell of a minibatch)
+    and, where they have one, :meth:`penalty` and :meth:`target_scores`.
+    """
+
+    has_graph = False
+
+    def __init__(self, n_perturbations: int, n_latent: int):
+        super().__init__()
+        self.n_perturbations = n_perturbations
+        self.n_latent = n_latent
+
+    def shift(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """Prior mean of each cell (batch, n_latent), or None for a centred prior."""
+        return None
+
+    def distribution(self, labels: torch.Tensor, like: torch.Tensor) -> Normal:
+        loc = self.shift(labels)
+        if loc is None:
+            loc = torch.zeros_like(like)
+        return Normal(loc, torch.ones_like(loc), validate_args=False)
+
+    def penalty(self, n_obs: int, kl_weight: float) -> torch.Tensor | float:
+        """Global term of the loss, on the per-cell scale (divided by ``n_obs``)."""
+        return 0.0
+
+    def target_scores(self) -> torch.Tensor | None:
+        """Scores (n_perturbations, n_latent) of the learned target graph, if any."""
+        return None
+
+    def target_graph(self) -> torch.Tensor | None:
+        """The learned binary target graph (n_perturbations, n_latent), if any."""
+        return None
+
+    def mask_density(self) -> float:
+        return float("nan")
+
+
+class StandardPrior(Prior):
+    """N(0, I) whatever the perturbation (VAE, beta-VAE)."""
+
+
+class ShiftPrior(Prior):
+    """N(mu_a, I): a learned mean per perturbation (iVAE).
+
+    Its target graph is the ``graph_top_k`` latents of largest |mu_a| (2 in the paper).
+    """
+
+    has_graph = True
+
+    def __init__(self, n_perturbations: int, n_latent: int, graph_top_k: int = 2):
+        super().__init__(n_perturbations, n_latent)
+        self.mu = nn.Parameter(torch.randn(n_perturbations, n_latent))
+        self.graph_top_k = graph_top_k
+
+    def shift(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.mu[labels]
+
+    def target_scores(self) -> torch.Tensor:
+        return self.mu.detach().abs()
+
+    def target_graph(self) -> torch.Tensor:
+        scores = self.target_scores()
+        k = min(self.graph_top_k, self.n_latent)
+        top = scores.topk(k, dim=1).indices
+        return torch.zeros_like(scores).scatter_(1, top, 1.0)
+
+
+class SparseShiftPrior(ShiftPrior):
+    """N(mu_a * m_a, I) with a learned Bernoulli mask m_a (sVAE and sVAE+).
+
+    Each cell draws its own straight-through Gumbel-sigmoid mask from
+    ``sigmoid(logits[a])`` during training; in evaluation mode the mask is the
+    deterministic graph ``logits > 0``.
+
+    ``sparsity`` selects the global term:
+
+    * ``"l1"`` (sVAE): ``lam * mean(q)`` with q = sigmoid(logits);
+    * ``"beta"`` (sVAE+): ``-sum log Beta(q; 1, alpha) / n_obs``, warmed up with the KL.
+      This is the spike-and-slab model with the Bernoulli parameter psi fixed to
+      E[q(gamma)], as in the paper.
+    """
+
+    def __init__(
+        self,
+        n_perturbations: int,
+        n_latent: int,
+        sparsity: str,
+        lam: float = 1.0,
+        alpha: float = 1.0,
+        init_logit: float = 5.0,
+        temperature: float = 1.0,
+    ):
+        super().__init__(n_perturbations, n_latent)
+        if sparsity not in ("l1", "beta"):
+            raise ValueError(f"sparsity must be 'l1' or 'beta', got {sparsity!r}")
+        self.sparsity = sparsity
+        self.lam = lam
+        self.alpha = alpha
+        self.temperature = temperature
+        self.logits = nn.Parameter(torch.full((n_perturbations, n_latent), float(init_logit)))
+
+    def mask(self, labels: torch.Tensor) -> torch.Tensor:
+        logits = self.logits[labels]
+        if self.training:
+            return straight_through_gumbel_sigmoid(logits, self.temperature)
+        return (logits > 0).to(logits.dtype)
+
+    def shift(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.mu[labels] * self.mask(labels)
+
+    def probabilities(self) -> torch.Tensor:
+        return torch.sigmoid(self.logits)
+
+    def penalty(self, n_obs: int, kl_weight: float) -> torch.Tensor:
+        q = self.probabilities()
+        if self.sparsity == "l1":
+            return self.lam * q.mean()
+        eps = 1e-6
+        beta = Beta(q.new_tensor(1.0), q.new_tensor(float(self.alpha)), validate_args=False)
+        return -kl_weight * beta.log_prob(q.clamp(eps, 1 - eps)).sum() / n_obs
+
+    def target_scores(self) -> torch.Tensor:
+        return self.probabilities().detach()
+
+    def target_graph(self) -> torch.Tensor:
+        return (self.logits.detach() > 0).float()
+
+    def mask_density(self) -> float:
+        return float((self.logits.detach() > 0).float().mean())
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a :class:`SparseShiftVAE` (saved beside its weights)."""
+
+    method: str
+    n_genes: int
+    n_latent: int
+    n_perturbations: int
+    n_hidden: int = 128
+    n_layers: int = 2
+    beta: float = 1.0
+    alpha: float | None = None
+    lam: float | None = None
+    init_logit: float = 5.0
+    temperature: float = 1.0
+    graph_top_k: int = 2
+    perturbations: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_prior(cfg: ModelConfig) -> Prior:
+    """The prior object of ``cfg.method``."""
+    k, p = cfg.n_perturbations, cfg.n_latent
+    if cfg.method in ("vae", "beta_vae"):
+        return StandardPrior(k, p)
+    if cfg.method == "ivae":
+        return ShiftPrior(k, p, graph_top_k=cfg.graph_top_k)
+    common = dict(init_logit=cfg.init_logit, temperature=cfg.temperature)
+    if cfg.method == "svae":
+        return SparseShiftPrior(k, p, "l1", lam=1.0 if cfg.lam is None else cfg.lam, **common)
+    return SparseShiftPrior(k, p, "beta", alpha=1.0 if cfg.alpha is None else cfg.alpha, **common)
+
+
+class SparseShiftVAE(nn.Module):
+    """Encoder on log1p counts, softmax decoder, negative-binomial likelihood.
+
+    x_ig ~ NB(mean = l_i * softmax(f(z_i))_g, inverse dispersion theta_g), with l_i
+    the observed library size. The perturbation label enters only through ``prior``.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = mlp(cfg.n_genes, cfg.n_hidden, cfg.n_layers, 2 * cfg.n_latent)
+        self.decoder = mlp(cfg.n_latent, cfg.n_hidden, cfg.n_layers, cfg.n_genes)
+        self.log_theta = nn.Parameter(torch.zeros(cfg.n_genes))
+        self.prior = build_prior(cfg)
+        # Per-gene centring and scaling of log1p(x) before the encoder: a fixed affine
+        # reparameterisation of its first layer that keeps high-count genes (log1p
+        # around 7 with a spread of a few tenths) well conditioned.
+        self.register_buffer("input_loc", torch.zeros(cfg.n_genes))
+        self.register_buffer("input_scale", torch.ones(cfg.n_genes))
+
+    @torch.no_grad()
+    def standardize_inputs(self, x: torch.Tensor) -> None:
+        """Set the encoder's input centring and scaling from training counts ``x``."""
+        logx = torch.log1p(x)
+        self.input_loc.copy_(logx.mean(0))
+        self.input_scale.copy_(logx.std(0).clamp_min(1e-3))
+
+    # -- the two halves
+    def encode(self, x: torch.Tensor) -> Normal:
+        h = (torch.log1p(x) - self.input_loc) / self.input_scale
+        loc, raw_scale = self.encoder(h).chunk(2, dim=-1)
+        return Normal(loc, F.softplus(raw_scale) + 1e-4, validate_args=False)
+
+    def likelihood(self, z: torch.Tensor, library: torch.Tensor) -> NegativeBinomial:
+        """p(x | z, l): ``library`` is (batch, 1) and broadcasts over particles."""
+        log_mean = torch.log(library) + F.log_softmax(self.decoder(z), dim=-1)
+        return NegativeBinomial(
+            total_count=self.log_theta.exp(), logits=log_mean - self.log_theta, validate_args=False
+        )
+
+    # -- objectives
+    def loss(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        kl_weight: float = 1.0,
+        n_obs: int = 1,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Negative ELBO per cell (KL weighted by beta * kl_weight) plus the prior's global term.
+
+        Returns the scalar loss and per-minibatch means of its parts; the ELBO
+        reported is the unweighted one.
+        """
+        qz = self.encode(x)
+        z = qz.rsample()
+        library = x.sum(-1, keepdim=True).clamp_min(1.0)
+        recon = -self.likelihood(z, library).log_prob(x).sum(-1)
+        kl = kl_divergence(qz, self.prior.distribution(labels, like=qz.loc)).sum(-1)
+        penalty = self.prior.penalty(n_obs, kl_weight)
+        loss = (recon + self.cfg.beta * kl_weight * kl).mean() + penalty
+        parts = {
+            "recon": recon.mean(),
+            "kl": kl.mean(),
+            "penalty": torch.as_tensor(penalty, dtype=x.dtype, device=x.device),
+            "elbo": -(recon + kl).mean(),
+        }
+        return loss, parts
+
+    @torch.no_grad()
+    def elbo(self, x: torch.Tensor, labels: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """Per-cell ELBO (one posterior sample, deterministic mask), in chunks."""
+        was_training = self.training
+        self.eval()
+        out = []
+        for xs, ls in zip(x.split(chunk), labels.split(chunk)):
+            _, parts = self.loss(xs, ls)
+            out.append(parts["elbo"] * xs.shape[0])
+        self.train(was_training)
+        return torch.stack(out).sum() / x.shape[0]
+
+    @torch.no_grad()
+    def latent_means(self, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+        """Posterior means E[z | x] of every cell, in chunks."""
+        return torch.cat([self.encode(xs).loc for xs in x.split(chunk)])
+
+    # -- persistence
+    def save(self, weights_path, config_path) -> None:
+        """``state_dict`` (loadable with ``weights_only=True``) plus a JSON of the config."""
+        torch.save(self.state_dict(), weights_path)
+        with open(config_path, "w") as fh:
+            json.dump(self.cfg.to_dict(), fh, indent=2)
+
+    @classmethod
+    def load(cls, weights_path, config_path, map_location="cpu") -> SparseShiftVAE:
+        with open(config_path) as fh:
+            cfg = ModelConfig(**json.load(fh))
+        model = cls(cfg)
+        model.load_state_dict(torch.load(weights_path, map_location=map_location, weights_only=True))
+        return model
+

@@ -1,0 +1,326 @@
+"""Sparse mechanism shift sandbox (simulation of Lopez et al., CLeaR 2023).
+
+Generative process
+------------------
+* ``K`` perturbations, each targeting between ``targets_min`` and
+  ``targets_max`` of the ``p`` latent dimensions. The last ``n_heldout``
+  perturbation indices form the "heldout" split, the others "train".
+* For each target latent ``k`` of perturbation ``a`` the mean shift is
+  ``mu[a, k] = s * m`` with ``m ~ Normal(effect_mean, effect_sd)`` and a random
+  sign ``s``; off-target entries are zero.
+* Each cell ``i`` of perturbation ``a_i`` has ``z_i ~ N(mu[a_i], I_p)``.
+* A random MLP decoder (orthogonal weights, no biases, LeakyReLU(0.2) after
+  every hidden layer) maps ``z_i`` to gene logits; a softmax gives the
+  proportions ``rho_i`` and counts are ``x_ig ~ Poisson(library_size * rho_ig)``.
+
+All randomness comes from a single ``np.random.default_rng(cfg.seed)`` consumed
+in a fixed order (targets, decoder, latents, counts), so a configuration
+determines the simulated data exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.special
+
+TargetSampling = Literal["without_replacement", "with_replacement"]
+_TARGET_SAMPLING_CHOICES: tuple[str, ...] = ("without_replacement", "with_replacement")
+
+LEAKY_RELU_SLOPE: float = 0.2
+
+
+def _is_int(value: object) -> bool:
+    """Return True for integers (numpy included) but not for booleans."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: object) -> bool:
+    """Return True for finite real numbers (not booleans)."""
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, (bool, np.bool_))
+        and bool(np.isfinite(value))
+    )
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Parameters of the sparse mechanism shift simulation.
+
+    Attributes:
+        n_latent: Number of latent dimensions ``p``.
+        n_perturbations: Total number of perturbations ``K`` (train + heldout).
+        n_heldout: Number of held-out perturbations (the last indices).
+        cells_per_perturbation: Cells simulated per perturbation.
+        n_genes: Number of genes (decoder output dimension).
+        targets_min: Minimum number of targets drawn per perturbation.
+        targets_max: Maximum number of targets drawn per perturbation.
+        effect_mean: Mean of the shift magnitude.
+        effect_sd: Standard deviation of the shift magnitude.
+        library_size: Expected total count per cell (paper: 1e5; code: 1e6).
+        target_sampling: ``"without_replacement"`` (distinct targets, paper) or
+            ``"with_replacement"`` (duplicates collapse, released code).
+        decoder_hidden: Width of the decoder's hidden layers.
+        decoder_layers: Number of hidden layers (0 gives a linear decoder).
+        standardize_logits: Divide the decoder's logits by their standard deviation
+            over the whole dataset before the softmax (as the released code does);
+            without it the logits of a random orthogonal MLP vary little and the
+            proportions are almost uniform.
+        softmax_over: ``"genes"`` (each cell's proportions sum to 1, counts have
+            expected total ``library_size`` per cell; the paper) or ``"cells"``
+            (each gene's proportions sum to 1 over the cells, expected total
+            ``library_size`` per gene; the released code).
+        seed: Seed of the single random generator.
+    """
+
+    n_latent: int = 15
+    n_perturbations: int = 100
+    n_heldout: int = 20
+    cells_per_perturbation: int = 250
+    n_genes: int = 100
+    targets_min: int = 1
+    targets_max: int = 3
+    effect_mean: float = 5.0
+    effect_sd: float = 0.5
+    library_size: float = 1e5
+    target_sampling: TargetSampling = "without_replacement"
+    decoder_hidden: int = 40
+    decoder_layers: int = 3
+    standardize_logits: bool = True
+    softmax_over: Literal["genes", "cells"] = "genes"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Validate the fields; raise ``ValueError`` naming the offending field."""
+        for name in (
+            "n_latent",
+            "n_perturbations",
+            "cells_per_perturbation",
+            "n_genes",
+            "targets_min",
+            "targets_max",
+            "decoder_hidden",
+        ):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("n_heldout", "decoder_layers", "seed"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.n_heldout >= self.n_perturbations:
+            raise ValueError(
+                f"n_heldout ({self.n_heldout}) must be smaller than "
+                f"n_perturbations ({self.n_perturbations})"
+            )
+        if self.target_sampling not in _TARGET_SAMPLING_CHOICES:
+            raise ValueError(
+                f"target_sampling must be one of {_TARGET_SAMPLING_CHOICES}, "
+                f"got {self.target_sampling!r}"
+            )
+        if self.targets_min > self.targets_max:
+            raise ValueError(
+                f"targets_min ({self.targets_min}) must not exceed "
+                f"targets_max ({self.targets_max})"
+            )
+        if self.target_sampling == "without_replacement" and self.targets_max > self.n_latent:
+            raise ValueError(
+                f"targets_max ({self.targets_max}) must not exceed n_latent "
+                f"({self.n_latent}) when target_sampling is 'without_replacement'"
+            )
+        if not _is_real(self.effect_mean):
+            raise ValueError(f"effect_mean must be a finite number, got {self.effect_mean!r}")
+        if not _is_real(self.effect_sd) or self.effect_sd < 0:
+            raise ValueError(
+                f"effect_sd must be a finite non-negative number, got {self.effect_sd!r}"
+            )
+        if self.softmax_over not in ("genes", "cells"):
+            raise ValueError(f"softmax_over must be 'genes' or 'cells', got {self.softmax_over!r}")
+        if not isinstance(self.standardize_logits, bool):
+            raise ValueError(f"standardize_logits must be true or false, got {self.standardize_logits!r}")
+        if not _is_real(self.library_size) or self.library_size <= 0:
+            raise ValueError(
+                f"library_size must be a finite positive number, got {self.library_size!r}"
+            )
+
+    @property
+    def n_train(self) -> int:
+        """Number of training perturbations."""
+        return self.n_perturbations - self.n_heldout
+
+    @property
+    def n_cells(self) -> int:
+        """Total number of simulated cells."""
+        return self.n_perturbations * self.cells_per_perturbation
+
+    def to_dict(self) -> dict[str, int | float | str]:
+        """Return the fields as a JSON-serialisable dict of Python scalars."""
+        out: dict[str, int | float | str] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, (np.integer, np.floating)):
+                value = value.item()
+            out[field.name] = value
+        return out
+
+
+def sample_targets(
+    cfg: SimulationConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the targeted latents and their mean shifts for every perturbation.
+
+    For each perturbation (in index order) the generator is consumed as:
+    number of draws ``t`` (uniform on ``[targets_min, targets_max]``), the
+    ``t`` target indices (with or without replacement; duplicates collapse),
+    then one magnitude and one sign per distinct target (in increasing latent
+    order).
+
+    Args:
+        cfg: Simulation configuration.
+        rng: Random generator (advanced in place).
+
+    Returns:
+        ``(targets, shifts)``: a boolean ``(K, p)`` target mask and a float
+        ``(K, p)`` matrix of mean shifts, zero off target.
+    """
+    n_pert, n_latent = cfg.n_perturbations, cfg.n_latent
+    targets = np.zeros((n_pert, n_latent), dtype=bool)
+    shifts = np.zeros((n_pert, n_latent), dtype=np.float64)
+    replace = cfg.target_sampling == "with_replacement"
+    for a in range(n_pert):
+        n_draws = int(rng.integers(cfg.targets_min, cfg.targets_max + 1))
+        idx = np.unique(rng.choice(n_latent, size=n_draws, replace=replace))
+        magnitude = rng.normal(cfg.effect_mean, cfg.effect_sd, size=idx.size)
+        sign = rng.choice(np.array([-1.0, 1.0]), size=idx.size)
+        targets[a, idx] = True
+        shifts[a, idx] = sign * magnitude
+    return targets, shifts
+
+
+def _random_orthogonal(n_in: int, n_out: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw an ``(n_in, n_out)`` matrix with orthonormal rows or columns.
+
+    Uses the QR decomposition of a Gaussian matrix (with the sign fix that
+    makes the result Haar-distributed). Columns are orthonormal when
+    ``n_in >= n_out`` (``W.T @ W = I``), rows otherwise (``W @ W.T = I``).
+    """
+    big, small = max(n_in, n_out), min(n_in, n_out)
+    gauss = rng.standard_normal((big, small))
+    q, r = np.linalg.qr(gauss)
+    d = np.sign(np.diag(r))
+    d[d == 0] = 1.0
+    q = q * d
+    return q if n_in >= n_out else q.T
+
+
+def random_decoder(cfg: SimulationConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    """Draw the weight matrices of the random MLP decoder.
+
+    Args:
+        cfg: Simulation configuration.
+        rng: Random generator (advanced in place).
+
+    Returns:
+        ``decoder_layers + 1`` matrices of shapes ``(p, H)``, ``(H, H)``, ...,
+        ``(H, n_genes)`` (or a single ``(p, n_genes)`` matrix when
+        ``decoder_layers == 0``), to be applied as ``h @ W``.
+    """
+    dims = [cfg.n_latent] + [cfg.decoder_hidden] * cfg.decoder_layers + [cfg.n_genes]
+    return [_random_orthogonal(d_in, d_out, rng) for d_in, d_out in zip(dims[:-1], dims[1:])]
+
+
+def _leaky_relu(x: np.ndarray, slope: float = LEAKY_RELU_SLOPE) -> np.ndarray:
+    """Elementwise LeakyReLU."""
+    return np.where(x >= 0, x, slope * x)
+
+
+def decode(
+    weights: list[np.ndarray],
+    z: np.ndarray,
+    standardize_logits: bool = False,
+    softmax_over: str = "genes",
+) -> np.ndarray:
+    """Map latents to proportions with the decoder ``weights``.
+
+    LeakyReLU(0.2) follows every layer except the last, whose logits
+    (optionally divided by their overall standard deviation) go through a
+    softmax over genes (rows sum to 1) or over cells (columns sum to 1).
+    """
+    if not weights:
+        raise ValueError("weights must contain at least one matrix")
+    h = np.asarray(z, dtype=np.float64)
+    for w in weights[:-1]:
+        h = _leaky_relu(h @ w)
+    logits = h @ weights[-1]
+    if standardize_logits:
+        logits = logits / logits.std()
+    return scipy.special.softmax(logits, axis=1 if softmax_over == "genes" else 0)
+
+
+def _names(prefix: str, n: int, min_width: int) -> list[str]:
+    """Zero-padded names ``prefix_000, ...`` (width at least ``min_width``)."""
+    width = max(min_width, len(str(n - 1)))
+    return [f"{prefix}_{i:0{width}d}" for i in range(n)]
+
+
+def perturbation_names(n_perturbations: int) -> list[str]:
+    """Names ``pert_000, pert_001, ...`` (at least three digits)."""
+    return _names("pert", n_perturbations, 3)
+
+
+def simulate(cfg: SimulationConfig) -> ad.AnnData:
+    """Simulate a perturbation data set.
+
+    Args:
+        cfg: Simulation configuration.
+
+    Returns:
+        AnnData with dense float32 counts in ``X`` (cells ordered by
+        perturbation), ``obs`` columns ``perturbation`` (categorical),
+        ``perturbation_index`` (int) and ``split`` (categorical
+        ``train``/``heldout``), ``obsm["z_true"]`` (float32 latents) and
+        ``uns`` entries ``targets`` (int8 ``K x p``), ``shifts`` (float32
+        ``K x p``), ``perturbations`` (names) and ``simulation`` (config).
+    """
+    rng = np.random.default_rng(cfg.seed)
+    targets, shifts = sample_targets(cfg, rng)
+    weights = random_decoder(cfg, rng)
+
+    pert_index = np.repeat(np.arange(cfg.n_perturbations), cfg.cells_per_perturbation)
+    z = shifts[pert_index] + rng.standard_normal((cfg.n_cells, cfg.n_latent))
+    rho = decode(weights, z, cfg.standardize_logits, cfg.softmax_over)
+    counts = rng.poisson(cfg.library_size * rho)
+
+    pert_names = perturbation_names(cfg.n_perturbations)
+    is_heldout = pert_index >= cfg.n_train
+    obs = pd.DataFrame(
+        {
+            "perturbation": pd.Categorical.from_codes(pert_index, categories=pert_names),
+            "perturbation_index": pert_index.astype(np.int64),
+            "split": pd.Categorical.from_codes(
+                is_heldout.astype(np.int8), categories=["train", "heldout"]
+            ),
+        },
+        index=pd.Index(_names("cell", cfg.n_cells, 6)),
+    )
+    var = pd.DataFrame(index=pd.Index(_names("gene", cfg.n_genes, 3)))
+
+    return ad.AnnData(
+        X=counts.astype(np.float32),
+        obs=obs,
+        var=var,
+        obsm={"z_true": z.astype(np.float32)},
+        uns={
+            "targets": targets.astype(np.int8),
+            "shifts": shifts.astype(np.float32),
+            "perturbations": pert_names,
+            "simulation": cfg.to_dict(),
+        },
+    )
+

@@ -1,0 +1,85 @@
+"""Aggregation of per-run metrics into ``summary.tsv`` and the paper's Table 1 layout."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from .model import DISPLAY_NAMES, METHODS
+
+ID_COLUMNS = ["simulation", "method", "seed", "run", "n_latent", "alpha", "beta", "lambda"]
+METRIC_COLUMNS = [
+    "mcc_pearson",
+    "mcc_spearman",
+    "r2",
+    "graph_precision",
+    "graph_recall",
+    "graph_f1",
+    "graph_auprc",
+    "elbo_val",
+]
+EXTRA_COLUMNS = [
+    "graph_precision_all",
+    "graph_recall_all",
+    "graph_f1_all",
+    "graph_auprc_all",
+    "elbo_train",
+    "mask_density",
+    "epochs_run",
+    "seconds_per_epoch",
+    "device",
+]
+# Table 1 of the paper: column name -> metric.
+TABLE1_COLUMNS = {
+    "Pearson MCC": "mcc_pearson",
+    "Spearman MCC": "mcc_spearman",
+    "R²": "r2",
+    "precision": "graph_precision",
+    "recall": "graph_recall",
+    "F1": "graph_f1",
+    "AUPRC": "graph_auprc",
+    "ELBO (val)": "elbo_val",
+}
+
+
+def load_metrics(paths) -> pd.DataFrame:
+    """One row per run, identifier columns first, methods in the paper's order."""
+    rows = []
+    for path in paths:
+        with open(path) as fh:
+            rows.append(json.load(fh))
+    df = pd.DataFrame(rows)
+    for col in ID_COLUMNS + METRIC_COLUMNS + EXTRA_COLUMNS:
+        if col not in df:
+            df[col] = np.nan
+    df = df[ID_COLUMNS + METRIC_COLUMNS + EXTRA_COLUMNS]
+    order = {m: i for i, m in enumerate(METHODS)}
+    return df.sort_values(
+        ["simulation", "method", "run", "seed"], key=lambda s: s.map(order) if s.name == "method" else s
+    ).reset_index(drop=True)
+
+
+def _mean_sd(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "–"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.2f}"
+    return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
+
+
+def table1(summary: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± sd over seeds per simulation, method and hyper-parameter setting."""
+    keys = ["simulation", "method", "run"]
+    out = (
+        summary.groupby(keys, sort=False)
+        .agg(
+            seeds=("seed", "nunique"),
+            **{name: (col, _mean_sd) for name, col in TABLE1_COLUMNS.items()},
+        )
+        .reset_index()
+    )
+    out.insert(2, "model", out["method"].map(DISPLAY_NAMES))
+    return out

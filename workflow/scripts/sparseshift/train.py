@@ -1,0 +1,190 @@
+"""Training loop: data resident on the device, minibatches by index, resumable.
+
+The whole count matrix of a run is moved to the device once; an epoch is a random
+permutation of the training indices split into minibatches, so no per-cell Python
+and no host round trip happens inside an epoch (the loss parts are accumulated on
+the device and read once per epoch).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .model import SparseShiftVAE
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = [
+    "epoch",
+    "kl_weight",
+    "loss",
+    "recon",
+    "kl",
+    "penalty",
+    "elbo_train",
+    "elbo_val",
+    "mask_density",
+]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup_epochs: int = 50
+    val_fraction: float = 0.1
+    patience: int | None = None
+    checkpoint_every: int = 10
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else CPU; otherwise the named device."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random split of ``n`` cells into training and validation indices."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    n_val = int(round(val_fraction * n))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def kl_weight_at(epoch: int, warmup_epochs: int) -> float:
+    """Linear KL warm-up from 0 at epoch 0 to 1 at ``warmup_epochs``."""
+    if warmup_epochs <= 0:
+        return 1.0
+    return min(1.0, epoch / warmup_epochs)
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fit(
+    model: SparseShiftVAE,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    cfg: TrainConfig,
+    checkpoint: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Train ``model`` in place on ``x[train_idx]``; return the history.
+
+    ``x`` and ``labels`` must already be on the model's device. Early stopping
+    (``cfg.patience`` epochs after warm-up without a better validation ELBO)
+    restores the best weights. When ``checkpoint`` is given, the full state
+    (weights, optimiser, RNG, history) is saved there every
+    ``cfg.checkpoint_every`` epochs and a later call resumes from it.
+    """
+    device = x.device
+    train_idx_t = torch.as_tensor(train_idx, device=device)
+    x_val, l_val = x[val_idx], labels[val_idx]
+    n_train = len(train_idx)
+    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+
+    history: list[dict] = []
+    best = {"elbo": -float("inf"), "state": None, "epoch": -1}
+    start = 0
+    model.standardize_inputs(x[train_idx_t])
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        generator.set_state(state["generator"])
+        _set_rng_state(state["rng"], device)
+        history, best, start = state["history"], state["best"], state["epoch"]
+        log.info("resumed from %s at epoch %d", ckpt, start)
+
+    for epoch in range(start, cfg.epochs):
+        model.train()
+        kl_weight = kl_weight_at(epoch, cfg.warmup_epochs)
+        sums = torch.zeros(5, device=device)
+        perm = train_idx_t[torch.randperm(n_train, device=device, generator=generator)]
+        for batch in perm.split(cfg.batch_size):
+            loss, parts = model.loss(x[batch], labels[batch], kl_weight=kl_weight, n_obs=n_train)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            stacked = torch.stack(
+                [loss.detach(), parts["recon"].detach(), parts["kl"].detach(), parts["penalty"].detach(), parts["elbo"].detach()]
+            )
+            sums += stacked * len(batch)
+        means = (sums / n_train).tolist()
+        elbo_val = float(model.elbo(x_val, l_val)) if len(val_idx) else float("nan")
+        row = dict(
+            zip(HISTORY_COLUMNS, [epoch + 1, kl_weight, *means[:4], means[4], elbo_val, model.prior.mask_density()])
+        )
+        history.append(row)
+        log.info(
+            "epoch %d/%d loss %.3f elbo_train %.3f elbo_val %.3f kl_weight %.2f mask_density %.3f",
+            epoch + 1, cfg.epochs, row["loss"], row["elbo_train"], elbo_val, kl_weight, row["mask_density"],
+        )
+
+        if epoch + 1 >= cfg.warmup_epochs and elbo_val > best["elbo"]:
+            best = {"elbo": elbo_val, "state": copy.deepcopy(model.state_dict()), "epoch": epoch + 1}
+        stop = (
+            cfg.patience is not None
+            and best["state"] is not None
+            and epoch + 1 - best["epoch"] >= cfg.patience
+        )
+        if ckpt is not None and ((epoch + 1) % cfg.checkpoint_every == 0) and not stop:
+            _save_atomic(
+                {
+                    "model": model.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "generator": generator.get_state(),
+                    "rng": _rng_state(device),
+                    "history": history,
+                    "best": best,
+                    "epoch": epoch + 1,
+                },
+                ckpt,
+            )
+        if stop:
+            log.info("early stop at epoch %d (best validation ELBO at epoch %d)", epoch + 1, best["epoch"])
+            break
+
+    if cfg.patience is not None and best["state"] is not None:
+        model.load_state_dict(best["state"])
+        log.info("restored the weights of epoch %d", best["epoch"])
+    model.eval()
+    return pd.DataFrame(history, columns=HISTORY_COLUMNS)
