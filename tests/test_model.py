@@ -162,7 +162,8 @@ def train_once(checkpoint=None, epochs=6, seed=0):
 def test_same_seed_same_numbers():
     m1, h1 = train_once()
     m2, h2 = train_once()
-    assert h1.equals(h2)
+    timing = ["train_seconds"]
+    assert h1.drop(columns=timing).equals(h2.drop(columns=timing))
     for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
         assert torch.equal(a, b), k
 

@@ -1,17 +1,36 @@
 import itertools
 
+import jsonschema
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
-validate(config, "../schemas/config.schema.yaml")
+def validate_config():
+    """Schema validation (fills defaults); a failure names the offending key in one line."""
+    try:
+        validate(config, "../schemas/config.schema.yaml")
+    except WorkflowError as err:
+        cause = err.__context__  # snakemake raises while handling the schema error
+        if not isinstance(cause, jsonschema.ValidationError):
+            raise
+        key = ".".join(str(part) for part in cause.absolute_path) or "(top level)"
+        raise WorkflowError(
+            f"Invalid configuration, key '{key}': {cause.message}"
+        ) from None
+
+
+validate_config()
 
 RESULTS = config["results"]
 SIM_DIR = f"{RESULTS}/simulation"
 RUN_DIR = f"{SIM_DIR}/{{simulation}}/seed{{seed}}/{{method}}/{{hp}}"
 LOG_DIR = f"{RESULTS}/logs"
 # Hyper-parameters swept per method, beyond the latent dimension.
-METHOD_HYPERPARAMETERS = {"beta_vae": ["beta"], "svae": ["lambda"], "svae_plus": ["alpha"]}
+METHOD_HYPERPARAMETERS = {
+    "beta_vae": ["beta"],
+    "svae": ["lambda"],
+    "svae_plus": ["alpha"],
+}
 
 
 wildcard_constraints:
@@ -56,7 +75,9 @@ def build_runs():
         latents = grid["n_latent"] or [settings["n_latent"]]
         for method in config["methods"]:
             names = METHOD_HYPERPARAMETERS.get(method, [])
-            for p, values in itertools.product(latents, itertools.product(*(grid[n] for n in names))):
+            for p, values in itertools.product(
+                latents, itertools.product(*(grid[n] for n in names))
+            ):
                 hp = dict(zip(names, values))
                 runs[(sim, method, _tag(p, hp))] = {"n_latent": p, **hp}
     return runs

@@ -8,12 +8,12 @@ rule evaluate:
         info=f"{RUN_DIR}/train_info.json",
     output:
         f"{RUN_DIR}/metrics.json",
-    params:
-        record=run_record,
     log:
         f"{LOG_DIR}/evaluate/{{simulation}}/seed{{seed}}/{{method}}/{{hp}}.log",
     conda:
         "../../envs/sparseshift.yaml"
+    params:
+        record=run_record,
     script:
         "../scripts/evaluate.py"
 

@@ -7,6 +7,18 @@ rule train:
         history=f"{RUN_DIR}/history.tsv",
         latents=f"{RUN_DIR}/latents.npz",
         info=f"{RUN_DIR}/train_info.json",
+    log:
+        f"{LOG_DIR}/train/{{simulation}}/seed{{seed}}/{{method}}/{{hp}}.log",
+    benchmark:
+        f"{LOG_DIR}/train/{{simulation}}/seed{{seed}}/{{method}}/{{hp}}.benchmark.tsv"
+    retries: 1
+    conda:
+        "../../envs/sparseshift.yaml"
+    threads: config["resources"]["train"]["threads"]
+    resources:
+        gpu=config["resources"]["train"]["gpu"],
+        mem_mb=lambda wc, attempt: config["resources"]["train"]["mem_mb"] * attempt,
+        runtime=config["resources"]["train"]["runtime"],
     params:
         model=model_settings,
         train=train_settings,
@@ -14,17 +26,5 @@ rule train:
         # Not a declared output: Snakemake would delete it when a job fails,
         # and a rerun resumes from it.
         checkpoint=f"{RESULTS}/checkpoints/{{simulation}}/seed{{seed}}/{{method}}/{{hp}}.pt",
-    threads: config["resources"]["train"]["threads"]
-    resources:
-        gpu=config["resources"]["train"]["gpu"],
-        mem_mb=lambda wc, attempt: config["resources"]["train"]["mem_mb"] * attempt,
-        runtime=config["resources"]["train"]["runtime"],
-    retries: 1
-    log:
-        f"{LOG_DIR}/train/{{simulation}}/seed{{seed}}/{{method}}/{{hp}}.log",
-    benchmark:
-        f"{LOG_DIR}/train/{{simulation}}/seed{{seed}}/{{method}}/{{hp}}.benchmark.tsv"
-    conda:
-        "../../envs/sparseshift.yaml"
     script:
         "../scripts/train_model.py"
