@@ -19,6 +19,28 @@ def validate_config():
         ) from None
 
 
+def coerce_cli_numbers():
+    """`--config seeds=[0]` passes list items as strings: read numeric ones as numbers."""
+
+    def number(value):
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                try:
+                    return float(value)
+                except ValueError:
+                    return value
+        return value
+
+    if isinstance(config.get("seeds"), list):
+        config["seeds"] = [number(v) for v in config["seeds"]]
+    for key, values in (config.get("hyperparameters") or {}).items():
+        if isinstance(values, list):
+            config["hyperparameters"][key] = [number(v) for v in values]
+
+
+coerce_cli_numbers()
 validate_config()
 
 RESULTS = config["results"]
@@ -42,8 +64,13 @@ wildcard_constraints:
 
 def check_simulations():
     """Cross-field checks the schema cannot express; each names its key."""
-    for name, sim in config["simulations"].items():
-        key = f"simulations.{name}"
+    names = [sim["name"] for sim in config["simulations"]]
+    if len(set(names)) != len(names):
+        raise WorkflowError(
+            f"config key simulations: names must be unique, got {names}"
+        )
+    for i, sim in enumerate(config["simulations"]):
+        key = f"simulations.{i}"
         t_min, t_max = sim["targets_per_perturbation"]
         if t_min > t_max:
             raise WorkflowError(
@@ -61,6 +88,7 @@ def check_simulations():
 
 
 check_simulations()
+SIMULATIONS = {sim["name"]: sim for sim in config["simulations"]}
 
 
 def _tag(n_latent, hp):
@@ -71,7 +99,8 @@ def build_runs():
     """Every training run: simulation x method x hyper-parameters x seed."""
     runs = {}
     grid = config["hyperparameters"]
-    for sim, settings in config["simulations"].items():
+    for settings in config["simulations"]:
+        sim = settings["name"]
         latents = grid["n_latent"] or [settings["n_latent"]]
         for method in config["methods"]:
             names = METHOD_HYPERPARAMETERS.get(method, [])
@@ -96,7 +125,8 @@ def run_paths(pattern):
 
 
 def simulation_settings(wildcards):
-    sim = dict(config["simulations"][wildcards.simulation])
+    sim = dict(SIMULATIONS[wildcards.simulation])
+    del sim["name"]
     sim["targets_min"], sim["targets_max"] = sim.pop("targets_per_perturbation")
     sim["seed"] = int(wildcards.seed)
     return sim

@@ -1,0 +1,146 @@
+"""The Snakefile itself: lint, formatting, config validation and an end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+BIN = Path(sys.executable).parent
+
+
+def snakemake(*args, cwd=REPO, check=True):
+    cmd = [str(BIN / "snakemake"), "-s", str(SNAKEFILE), *args]
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def test_lint_is_clean():
+    res = snakemake("--lint")
+    assert "Congratulations" in res.stdout + res.stderr
+
+
+def test_snakefmt_is_clean():
+    res = subprocess.run(
+        [str(BIN / "snakefmt"), "--check", "workflow/"], cwd=REPO, capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def planned_jobs(*args) -> dict[str, int]:
+    """Job counts per rule of a dry run."""
+    out = snakemake("-n", "--cores", "2", "--quiet", "rules", *args).stdout
+    rows = (line.split() for line in out.splitlines())
+    return {r[0]: int(r[1]) for r in rows if len(r) == 2 and r[1].isdigit()}
+
+
+@pytest.mark.parametrize(
+    "args, n_runs",
+    [
+        ((), 5 * 2),
+        (("--configfile", "config/paper.yaml"), 5 * 5),
+        (("--configfile", "config/paper.yaml", "--config", "seeds=[0]"), 5),
+    ],
+)
+def test_dry_run_plans_every_run(args, n_runs):
+    jobs = planned_jobs(*args)
+    assert jobs["train"] == n_runs and jobs["evaluate"] == n_runs
+    assert jobs["simulate"] == n_runs // 5
+    assert jobs["summarize"] == 1 and jobs["plot_methods"] == 1
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("methods=[vae,foo]", "methods.1"),
+        ("train={'epochs': -1}", "train.epochs"),
+        ("simulations=[{'name': 's', 'n_heldout': 200}]", "simulations.0.n_heldout"),
+        ("simulations=[{'name': 's', 'targets_per_perturbation': [3, 1]}]", "targets_per_perturbation"),
+        ("simulations=[{'n_latent': 3}]", "'name' is a required property"),
+        ("hyperparameters={'alpha': [-2]}", "hyperparameters.alpha.0"),
+    ],
+)
+def test_config_errors_name_the_key_before_any_job(tmp_path, override, key):
+    res = snakemake("-n", "--cores", "1", "--directory", str(tmp_path), "--configfile",
+                    str(TINY), "--config", override, check=False)
+    assert res.returncode != 0
+    assert key in res.stderr + res.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_required_key(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("seeds: [0]\nmethods: [vae]\n")
+    res = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(cfg), check=False)
+    assert res.returncode != 0
+    assert "'simulations' is a required property" in res.stdout + res.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("tiny")
+    snakemake("--cores", "2", "--directory", str(work), "--configfile", str(TINY))
+    return work / "results"
+
+
+def test_summary_has_one_row_per_run_with_metrics(tiny_run):
+    summary = pd.read_csv(tiny_run / "simulation" / "summary.tsv", sep="\t")
+    expected = ["simulation", "method", "seed", "mcc_pearson", "mcc_spearman", "r2", "graph_precision",
+                "graph_recall", "graph_f1", "graph_auprc", "elbo_val", "n_latent", "alpha", "beta"]
+    assert set(expected) <= set(summary.columns)
+    assert list(summary["method"]) == ["vae", "beta_vae", "ivae", "svae", "svae_plus"]
+    assert (summary["simulation"] == "tiny").all() and (summary["seed"] == 0).all()
+    assert (summary["n_latent"] == 4).all()
+    assert summary.set_index("method")["beta"].to_dict() == {
+        "vae": 1.0, "beta_vae": 8.0, "ivae": 1.0, "svae": 1.0, "svae_plus": 1.0}
+    assert summary["alpha"].notna().tolist() == [False, False, False, False, True]
+    for col in ["mcc_pearson", "mcc_spearman"]:
+        assert summary[col].between(0, 1).all()
+    graph = ["graph_precision", "graph_recall", "graph_f1", "graph_auprc"]
+    no_graph = summary["method"].isin(["vae", "beta_vae"])
+    assert summary.loc[no_graph, graph].isna().all().all()
+    assert summary.loc[~no_graph, graph].apply(lambda c: c.between(0, 1)).all().all()
+    assert (summary["elbo_val"] < 0).all()
+
+
+def test_table1_and_figure(tiny_run):
+    table = pd.read_csv(tiny_run / "simulation" / "table1.tsv", sep="\t")
+    assert list(table["model"]) == ["VAE", "β-VAE", "iVAE", "sVAE", "sVAE+"]
+    assert table.loc[table["model"] == "VAE", "F1"].item() == "–"
+    for suffix in ("png", "pdf"):
+        assert (tiny_run / "simulation" / "figures" / f"methods.{suffix}").stat().st_size > 1000
+
+
+def test_run_outputs_are_loadable(tiny_run):
+    run = tiny_run / "simulation" / "tiny" / "seed0" / "svae_plus" / "p4_alpha10"
+    state = torch.load(run / "model.pt", weights_only=True)
+    cfg = json.loads((run / "model.json").read_text())
+    assert cfg["method"] == "svae_plus" and cfg["alpha"] == 10
+    assert state["prior.logits"].shape == (10, 4)
+    hist = pd.read_csv(run / "history.tsv", sep="\t")
+    assert list(hist["epoch"]) == [1, 2, 3, 4] and hist["mask_density"].between(0, 1).all()
+    data = anndata.read_h5ad(tiny_run / "simulation" / "tiny" / "seed0" / "data.h5ad")
+    with np.load(run / "latents.npz") as npz:
+        assert npz["z_mean"].shape == (data.n_obs, 4)
+    assert set(data.obs["split"]) == {"train", "heldout"}
+    assert data.uns["targets"].shape == (10, 4) and data.obsm["z_true"].shape == (data.n_obs, 4)
+    # checkpoints are removed once a run completes
+    assert not list((tiny_run / "checkpoints").rglob("*.pt"))
+
+
+def test_rerun_has_nothing_to_do(tiny_run):
+    res = snakemake("-n", "--directory", str(tiny_run.parent), "--configfile", str(TINY))
+    assert "Nothing to be done" in res.stdout + res.stderr
