@@ -15,7 +15,11 @@ PALETTE = dict(zip(DISPLAY_NAMES.values(), sns.color_palette("colorblind", len(M
 
 
 def plot_methods(summary: pd.DataFrame, paths) -> None:
-    """Pearson MCC and target-graph F1 per method, one point per seed (one row per simulation)."""
+    """Pearson MCC and target-graph F1 per method, one point per seed (one row per simulation).
+
+    Methods without a value (VAE and β-VAE have no target graph) are marked, not dropped,
+    so every panel has the same axis.
+    """
     df = summary.assign(model=summary["method"].map(DISPLAY_NAMES))
     order = [DISPLAY_NAMES[m] for m in METHODS if m in set(df["method"])]
     sims = list(dict.fromkeys(df["simulation"]))
@@ -29,8 +33,10 @@ def plot_methods(summary: pd.DataFrame, paths) -> None:
             sns.boxplot(**kw, fill=False, showfliers=False, legend=False)
             sns.stripplot(**kw, size=5, jitter=0.15, legend=False)
             ax.set(xlabel="", ylabel=label, ylim=(0, 1.02), title=f"{sim}: {label}")
-            if data.empty:
-                ax.text(0.5, 0.5, "no method with a target graph", ha="center", transform=ax.transAxes)
+            for i, name in enumerate(order):
+                if name not in set(data["model"]):
+                    ax.text(i, 0.03, "no target\ngraph" if col == "graph_f1" else "n/a",
+                            ha="center", va="bottom", fontsize=8, color="0.4")
     fig.tight_layout()
     for path in paths:
         fig.savefig(path, dpi=150)
