@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .io import atomic_path
 from .model import SparseShiftVAE
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,6 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def fit(
     model: SparseShiftVAE,
     x: torch.Tensor,
@@ -163,7 +158,7 @@ def fit(
             epoch + 1, cfg.epochs, row["loss"], row["elbo_train"], elbo_val, kl_weight, row["mask_density"],
         )
 
-        if epoch + 1 >= cfg.warmup_epochs and elbo_val > best["elbo"]:
+        if cfg.patience is not None and epoch + 1 >= cfg.warmup_epochs and elbo_val > best["elbo"]:
             best = {"elbo": elbo_val, "state": copy.deepcopy(model.state_dict()), "epoch": epoch + 1}
         stop = (
             cfg.patience is not None
@@ -171,18 +166,17 @@ def fit(
             and epoch + 1 - best["epoch"] >= cfg.patience
         )
         if ckpt is not None and ((epoch + 1) % cfg.checkpoint_every == 0) and not stop:
-            _save_atomic(
-                {
-                    "model": model.state_dict(),
-                    "optimiser": optimiser.state_dict(),
-                    "generator": generator.get_state(),
-                    "rng": _rng_state(device),
-                    "history": history,
-                    "best": best,
-                    "epoch": epoch + 1,
-                },
-                ckpt,
-            )
+            state = {
+                "model": model.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "generator": generator.get_state(),
+                "rng": _rng_state(device),
+                "history": history,
+                "best": best,
+                "epoch": epoch + 1,
+            }
+            with atomic_path(ckpt) as tmp:
+                torch.save(state, tmp)
         if stop:
             log.info("early stop at epoch %d (best validation ELBO at epoch %d)", epoch + 1, best["epoch"])
             break
