@@ -39,9 +39,17 @@ def test_snakefmt_is_clean():
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def planned_jobs(*args) -> dict[str, int]:
-    """Job counts per rule of a dry run."""
-    out = snakemake("-n", "--cores", "2", "--quiet", "rules", *args).stdout
+def planned_jobs(workdir, *args) -> dict[str, int]:
+    """Job counts per rule of a dry run in an empty working directory.
+
+    The default config file is passed explicitly because ``configfile:`` is read
+    relative to the working directory; a further ``--configfile`` is layered on top,
+    as it is when a user runs from the repository.
+    """
+    out = snakemake(
+        "-n", "--cores", "2", "--quiet", "rules", "--directory", str(workdir),
+        "--configfile", str(REPO / "config" / "config.yaml"), *args,
+    ).stdout
     rows = (line.split() for line in out.splitlines())
     return {r[0]: int(r[1]) for r in rows if len(r) == 2 and r[1].isdigit()}
 
@@ -50,12 +58,12 @@ def planned_jobs(*args) -> dict[str, int]:
     "args, n_runs",
     [
         ((), 5 * 2),
-        (("--configfile", "config/paper.yaml"), 5 * 5),
-        (("--configfile", "config/paper.yaml", "--config", "seeds=[0]"), 5),
+        ((str(REPO / "config" / "paper.yaml"),), 5 * 5),
+        ((str(REPO / "config" / "paper.yaml"), "--config", "seeds=[0]"), 5),
     ],
 )
-def test_dry_run_plans_every_run(args, n_runs):
-    jobs = planned_jobs(*args)
+def test_dry_run_plans_every_run(tmp_path, args, n_runs):
+    jobs = planned_jobs(tmp_path, *args)
     assert jobs["train"] == n_runs and jobs["evaluate"] == n_runs
     assert jobs["simulate"] == n_runs // 5
     assert jobs["summarize"] == 1 and jobs["plot_methods"] == 1
