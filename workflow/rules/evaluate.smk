@@ -3,7 +3,6 @@ rule evaluate:
         data=f"{SIM_DIR}/{{simulation}}/seed{{seed}}/data.h5ad",
         weights=f"{RUN_DIR}/model.pt",
         config=f"{RUN_DIR}/model.json",
-        history=f"{RUN_DIR}/history.tsv",
         latents=f"{RUN_DIR}/latents.npz",
         info=f"{RUN_DIR}/train_info.json",
     output:
