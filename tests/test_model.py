@@ -187,3 +187,21 @@ def test_save_and_load_weights_only(tmp_path):
     again = SparseShiftVAE.load(tmp_path / "m.pt", tmp_path / "m.json")
     for a, b in zip(model.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_early_stopping_restores_the_best_epoch(monkeypatch):
+    x, labels = tiny_data()
+    model = make_model("svae_plus", n_genes=20, n_perturbations=6, alpha=6.0)
+    scripted = iter([-10.0, -5.0, -7.0, -8.0, -9.0, -9.5])
+    snapshots = []
+
+    def fake_elbo(xv, lv, chunk=4096):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return torch.tensor(next(scripted))
+
+    monkeypatch.setattr(model, "elbo", fake_elbo)
+    cfg = TrainConfig(epochs=6, batch_size=32, warmup_epochs=0, patience=2, seed=0)
+    hist = fit(model, x, labels, np.arange(180), np.arange(180, 200), cfg)
+    assert list(hist["epoch"]) == [1, 2, 3, 4]  # best at 2, two epochs without improvement
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, snapshots[1][k]), k
