@@ -6,7 +6,7 @@ Usage (prints the machine and a TSV table)::
 
 The paper simulation has 100 perturbations x 250 cells, 20 of them held out:
 20,000 training cells x 100 genes, of which 18,000 are trained on after the 10%
-validation split. The training loop (``fit``, the one the pipeline runs) times
+validation split. Each method is trained by ``train_run``, as in the pipeline; the loop times
 each epoch's minibatch loop itself (``train_seconds`` in the history, excluding
 the validation pass); the first epoch, which pays one-off allocation costs, is
 reported separately and left out of the median.
@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .model import METHODS, ModelConfig, SparseShiftVAE
-from .run import count_matrix, perturbation_labels
+from .model import METHODS, ModelConfig
+from .run import train_run, training_cells
 from .simulate import SimulationConfig, simulate
-from .train import TrainConfig, fit, select_device, split_train_val
+from .train import TrainConfig, select_device, split_train_val
 
 
 def cpu_model() -> str:
@@ -51,34 +51,30 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     device = select_device(args.device)
     adata = simulate(SimulationConfig(seed=0))
-    labels_np, names = perturbation_labels(adata)
-    x = torch.as_tensor(count_matrix(adata), device=device)
-    labels = torch.as_tensor(labels_np, device=device)
-    train_cells = np.flatnonzero(adata.obs["split"].to_numpy() == "train")
-    tr, va = split_train_val(len(train_cells), 0.1, 0)
-    train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, warmup_epochs=50)
+    n_perturbations = len(adata.uns["perturbations"])
+    n_train = len(split_train_val(int(training_cells(adata).sum()), 0.1, 0)[0])
+    train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, warmup_epochs=50, seed=0)
     rows = []
     for method in args.methods:
-        torch.manual_seed(0)
         model_cfg = ModelConfig(
-            method=method, n_genes=x.shape[1], n_latent=15, n_perturbations=len(names),
+            method=method, n_genes=adata.n_vars, n_latent=15, n_perturbations=n_perturbations,
             beta=8.0 if method == "beta_vae" else 1.0, alpha=100.0, lam=1.0,
         )
-        model = SparseShiftVAE(model_cfg).to(device)
-        seconds = fit(model, x, labels, train_cells[tr], train_cells[va], train_cfg)["train_seconds"]
+        _, history, _, _ = train_run(adata, model_cfg, train_cfg, str(device))
+        seconds = history["train_seconds"]
         steady = float(np.median(seconds.iloc[1:])) if len(seconds) > 1 else float(seconds.iloc[0])
         rows.append(
             {
                 "method": method,
                 "first_epoch_s": round(float(seconds.iloc[0]), 4),
                 "median_s_per_epoch": round(steady, 4),
-                "cells_per_s": round(len(tr) / steady),
+                "cells_per_s": round(n_train / steady),
             }
         )
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
     print(
         f"# {cpu_model()}; torch {torch.__version__}; {args.threads} thread(s); device {device} "
-        f"(GPU: {gpu}); batch {args.batch_size}; {len(tr)} training cells x {x.shape[1]} genes; "
+        f"(GPU: {gpu}); batch {args.batch_size}; {n_train} training cells x {adata.n_vars} genes; "
         f"median of epochs 2-{args.epochs}"
     )
     pd.DataFrame(rows).to_csv(sys.stdout, sep="\t", index=False)

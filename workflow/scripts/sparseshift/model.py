@@ -40,8 +40,6 @@ DISPLAY_NAMES = {
     "svae": "sVAE",
     "svae_plus": "sVAE+",
 }
-# Methods that learn a perturbation x latent target graph.
-GRAPH_METHODS = ("ivae", "svae", "svae_plus")
 
 
 def mlp(n_in: int, n_hidden: int, n_layers: int, n_out: int) -> nn.Sequential:
@@ -99,8 +97,6 @@ class Prior(nn.Module):
     and, where they have one, :meth:`penalty` and :meth:`target_scores`.
     """
 
-    has_graph = False
-
     def __init__(self, n_perturbations: int, n_latent: int):
         super().__init__()
         self.n_perturbations = n_perturbations
@@ -141,8 +137,6 @@ class ShiftPrior(Prior):
 
     Its target graph is the ``graph_top_k`` latents of largest |mu_a| (2 in the paper).
     """
-
-    has_graph = True
 
     def __init__(self, n_perturbations: int, n_latent: int, graph_top_k: int = 2):
         super().__init__(n_perturbations, n_latent)

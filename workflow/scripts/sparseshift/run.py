@@ -19,7 +19,7 @@ import scipy.sparse as sp
 import torch
 
 from . import io, metrics
-from .model import GRAPH_METHODS, ModelConfig, SparseShiftVAE
+from .model import ModelConfig, SparseShiftVAE
 from .train import TrainConfig, fit, seed_everything, select_device, split_train_val
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,11 @@ def perturbation_labels(adata, path="<dataset>") -> tuple[np.ndarray, list[str]]
     if not splits <= {"train", "heldout"}:
         raise io.InputError(path, "obs/split", "values 'train' or 'heldout'", f"{sorted(splits)}")
     return labels.astype(np.int64), names
+
+
+def training_cells(adata) -> np.ndarray:
+    """Boolean mask of the cells of training perturbations."""
+    return adata.obs["split"].astype(str).to_numpy() == "train"
 
 
 def count_matrix(adata, path="<dataset>") -> np.ndarray:
@@ -64,8 +69,9 @@ def train_run(
     dev = select_device(device)
     labels, _ = perturbation_labels(adata, path)
     x = count_matrix(adata, path)
-    train_cells = np.flatnonzero(adata.obs["split"].astype(str).to_numpy() == "train")
+    train_cells = np.flatnonzero(training_cells(adata))
     tr, va = split_train_val(len(train_cells), train_cfg.val_fraction, train_cfg.seed)
+    tr_cells, va_cells = train_cells[tr], train_cells[va]
 
     seed_everything(train_cfg.seed)
     model = SparseShiftVAE(model_cfg).to(dev)
@@ -73,21 +79,20 @@ def train_run(
     l_t = torch.as_tensor(labels, device=dev)
     log.info(
         "training %s on %s: %d training / %d validation cells, %d genes, device %s",
-        model_cfg.method, path, len(tr), len(va), x.shape[1], dev,
+        model_cfg.method, path, len(tr_cells), len(va_cells), x.shape[1], dev,
     )
     start = time.perf_counter()
-    history = fit(model, x_t, l_t, train_cells[tr], train_cells[va], train_cfg, checkpoint)
+    history = fit(model, x_t, l_t, tr_cells, va_cells, train_cfg, checkpoint)
     seconds = time.perf_counter() - start
     latents = model.latent_means(x_t).cpu().numpy()
     # ELBOs of the returned weights (the best epoch's when early stopping restored them),
     # one deterministic pass each, unlike the history's running minibatch averages.
-    tr_cells, va_cells = train_cells[tr], train_cells[va]
     info = {
         "device": str(dev),
         "train_seconds": seconds,
         "epochs_run": int(len(history)),
         "elbo_train": float(model.elbo(x_t[tr_cells], l_t[tr_cells])),
-        "elbo_val": float(model.elbo(x_t[va_cells], l_t[va_cells])) if len(va) else float("nan"),
+        "elbo_val": float(model.elbo(x_t[va_cells], l_t[va_cells])) if len(va_cells) else float("nan"),
     }
     return model, history, latents, info
 
@@ -95,13 +100,14 @@ def train_run(
 def evaluate_run(adata, model: SparseShiftVAE, latents: np.ndarray) -> dict:
     """Disentanglement (MCC, R²) and target identification (precision, recall, F1, AUPRC).
 
-    The ELBOs come from the training job (``train_info.json``). Latent metrics use the cells of training perturbations. Graph metrics compare
-    the learned graph with the truth after the Pearson MCC matching, on training
+    The ELBOs come from the training job (``train_info.json``). Latent metrics use the
+    cells of training perturbations. Graph metrics (for priors that learn a target
+    graph) compare the learned graph with the truth after the Pearson MCC matching, on training
     perturbations (``graph_*``) and on all perturbations, held-out ones counting as
     misses as in the released code (``graph_*_all``).
     """
     labels, _ = perturbation_labels(adata)
-    train = adata.obs["split"].astype(str).to_numpy() == "train"
+    train = training_cells(adata)
     out: dict = {"mask_density": model.prior.mask_density()}
     if "z_true" not in adata.obsm:
         return out
@@ -110,7 +116,7 @@ def evaluate_run(adata, model: SparseShiftVAE, latents: np.ndarray) -> dict:
     out["mcc_pearson"], rows, cols = metrics.match_latents(z_true, z_hat, "pearson")
     out["mcc_spearman"] = metrics.mcc(z_true, z_hat, "spearman")
     out["r2"] = metrics.r2_linear(z_true, z_hat)
-    if model.cfg.method not in GRAPH_METHODS or "targets" not in adata.uns:
+    if model.prior.target_scores() is None or "targets" not in adata.uns:
         return out
     g_true = np.asarray(adata.uns["targets"]).astype(bool)
     scores = model.prior.target_scores().cpu().numpy()

@@ -12,7 +12,7 @@ import copy
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +48,6 @@ class TrainConfig:
     patience: int | None = None
     checkpoint_every: int = 10
     seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def select_device(requested: str = "auto") -> torch.device:
