@@ -20,6 +20,7 @@ likelihood; the perturbation label reaches the model only through its prior obje
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -127,6 +128,18 @@ class Prior(nn.Module):
     def mask_density(self) -> float:
         return float("nan")
 
+    # -- the transfer protocol (held-out perturbations); no-ops without perturbation parameters
+    def shift_parameter(self) -> nn.Parameter | None:
+        """The per-perturbation shifts (n_perturbations, n_latent), if the prior has any."""
+        return None
+
+    def binarize_targets(self, held_out: torch.Tensor) -> None:
+        """Fix the target graph and give the ``held_out`` perturbations shift 0 (see subclasses)."""
+
+    def mask_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the target mask (frozen with the generative model)."""
+        return []
+
 
 class StandardPrior(Prior):
     """N(0, I) whatever the perturbation (VAE, beta-VAE)."""
@@ -154,6 +167,14 @@ class ShiftPrior(Prior):
         k = min(self.graph_top_k, self.n_latent)
         top = scores.topk(k, dim=1).indices
         return torch.zeros_like(scores).scatter_(1, top, 1.0)
+
+    def shift_parameter(self) -> nn.Parameter:
+        return self.mu
+
+    @torch.no_grad()
+    def binarize_targets(self, held_out: torch.Tensor) -> None:
+        """Reset the shifts of ``held_out`` perturbations (never trained) to 0."""
+        self.mu[held_out] = 0.0
 
 
 class SparseShiftPrior(ShiftPrior):
@@ -189,8 +210,17 @@ class SparseShiftPrior(ShiftPrior):
         self.alpha = alpha
         self.temperature = temperature
         self.logits = nn.Parameter(torch.full((n_perturbations, n_latent), float(init_logit)))
+        # Set by binarize_targets(): the mask is then this fixed graph, in training too.
+        self.register_buffer("fixed_mask", torch.ones(n_perturbations, n_latent))
+        self.register_buffer("mask_frozen", torch.tensor(False))
+
+    @property
+    def frozen(self) -> bool:
+        return bool(self.mask_frozen)
 
     def mask(self, labels: torch.Tensor) -> torch.Tensor:
+        if self.frozen:
+            return self.fixed_mask[labels]
         logits = self.logits[labels]
         if self.training:
             return straight_through_gumbel_sigmoid(logits, self.temperature)
@@ -202,7 +232,9 @@ class SparseShiftPrior(ShiftPrior):
     def probabilities(self) -> torch.Tensor:
         return torch.sigmoid(self.logits)
 
-    def penalty(self, n_obs: int, kl_weight: float) -> torch.Tensor:
+    def penalty(self, n_obs: int, kl_weight: float) -> torch.Tensor | float:
+        if self.frozen:
+            return 0.0  # a fixed graph: the sparsity term is a constant
         q = self.probabilities()
         if self.sparsity == "l1":
             return self.lam * q.mean()
@@ -211,13 +243,31 @@ class SparseShiftPrior(ShiftPrior):
         return -kl_weight * beta.log_prob(q.clamp(eps, 1 - eps)).sum() / n_obs
 
     def target_scores(self) -> torch.Tensor:
+        if self.frozen:
+            return self.fixed_mask.clone()
         return self.probabilities().detach()
 
     def target_graph(self) -> torch.Tensor:
+        if self.frozen:
+            return self.fixed_mask.clone()
         return (self.logits.detach() > 0).float()
 
     def mask_density(self) -> float:
-        return float((self.logits.detach() > 0).float().mean())
+        return float(self.target_graph().mean())
+
+    def mask_parameters(self) -> list[nn.Parameter]:
+        return [self.logits]
+
+    @torch.no_grad()
+    def binarize_targets(self, held_out: torch.Tensor) -> None:
+        """Step 2 of the transfer protocol: freeze the mask at its learned graph
+        (``logits > 0``); ``held_out`` perturbations target every latent (mask 1) with
+        shift 0, as in the paper."""
+        self.fixed_mask.copy_(self.target_graph())
+        self.fixed_mask[held_out] = 1.0
+        super().binarize_targets(held_out)
+        self.mask_frozen.fill_(True)
+        self.logits.requires_grad_(False)
 
 
 # ----------------------------------------------------------------------------- model
@@ -281,6 +331,7 @@ class SparseShiftVAE(nn.Module):
         # around 7 with a spread of a few tenths) well conditioned.
         self.register_buffer("input_loc", torch.zeros(cfg.n_genes))
         self.register_buffer("input_scale", torch.ones(cfg.n_genes))
+        self._shift_hook = None  # set by freeze_all_but_shifts()
 
     @torch.no_grad()
     def standardize_inputs(self, x: torch.Tensor) -> None:
@@ -295,12 +346,33 @@ class SparseShiftVAE(nn.Module):
         loc, raw_scale = self.encoder(h).chunk(2, dim=-1)
         return Normal(loc, F.softplus(raw_scale) + 1e-4, validate_args=False)
 
+    @staticmethod
+    def library_size(x: torch.Tensor) -> torch.Tensor:
+        """Observed library size l of each cell, (batch, 1)."""
+        return x.sum(-1, keepdim=True).clamp_min(1.0)
+
     def likelihood(self, z: torch.Tensor, library: torch.Tensor) -> NegativeBinomial:
         """p(x | z, l): ``library`` is (batch, 1) and broadcasts over particles."""
-        log_mean = torch.log(library) + F.log_softmax(self.decoder(z), dim=-1)
         return NegativeBinomial(
-            total_count=self.log_theta.exp(), logits=log_mean - self.log_theta, validate_args=False
+            total_count=self.log_theta.exp(), logits=self._nb_logits(z, library), validate_args=False
         )
+
+    def _nb_logits(self, z: torch.Tensor, library: torch.Tensor) -> torch.Tensor:
+        log_mean = torch.log(library) + F.log_softmax(self.decoder(z), dim=-1)
+        return log_mean - self.log_theta
+
+    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x | z) summed over genes, for ``z`` of shape (..., cells, n_latent).
+
+        Equal to ``likelihood(z, l).log_prob(x).sum(-1)``, written as
+        ``c(x) + sum_g [x logits - (x + theta) softplus(logits)]`` so that the log-gamma
+        terms c(x), free of z, are evaluated once per cell rather than once per
+        particle (they dominate the cost of the NB density).
+        """
+        theta = self.log_theta.exp()
+        logits = self._nb_logits(z, self.library_size(x))
+        free = (torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1)).sum(-1)
+        return free + (x * logits - (x + theta) * F.softplus(logits)).sum(-1)
 
     # -- objectives
     def loss(
@@ -312,40 +384,114 @@ class SparseShiftVAE(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Negative ELBO per cell (KL weighted by beta * kl_weight) plus the prior's global term.
 
-        Returns the scalar loss and per-minibatch means of its parts; the ELBO
-        reported is the unweighted one.
+        Returns the scalar loss and per-minibatch means of its parts; ``parts["elbo_cells"]``
+        is the unweighted ELBO of each cell.
         """
         qz = self.encode(x)
         z = qz.rsample()
-        library = x.sum(-1, keepdim=True).clamp_min(1.0)
-        recon = -self.likelihood(z, library).log_prob(x).sum(-1)
+        recon = -self.likelihood(z, self.library_size(x)).log_prob(x).sum(-1)
         kl = kl_divergence(qz, self.prior.distribution(labels, like=qz.loc)).sum(-1)
         penalty = self.prior.penalty(n_obs, kl_weight)
         loss = (recon + self.cfg.beta * kl_weight * kl).mean() + penalty
+        elbo_cells = -(recon + kl)
         parts = {
             "recon": recon.mean(),
             "kl": kl.mean(),
             "penalty": torch.as_tensor(penalty, dtype=x.dtype, device=x.device),
-            "elbo": -(recon + kl).mean(),
+            "elbo": elbo_cells.mean(),
+            "elbo_cells": elbo_cells,
         }
         return loss, parts
 
     @torch.no_grad()
-    def elbo(self, x: torch.Tensor, labels: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-        """Per-cell ELBO (one posterior sample, deterministic mask), in chunks."""
+    def elbo(
+        self, x: torch.Tensor, labels: torch.Tensor, chunk: int = 4096, reduction: str = "mean"
+    ) -> torch.Tensor:
+        """ELBO of each cell (``reduction="none"``) or their mean: one posterior sample,
+        analytic KL, deterministic mask; in chunks of cells."""
         was_training = self.training
         self.eval()
-        out = []
-        for xs, ls in zip(x.split(chunk), labels.split(chunk)):
-            _, parts = self.loss(xs, ls)
-            out.append(parts["elbo"] * xs.shape[0])
+        cells = torch.cat(
+            [self.loss(xs, ls)[1]["elbo_cells"] for xs, ls in zip(x.split(chunk), labels.split(chunk))]
+        )
         self.train(was_training)
-        return torch.stack(out).sum() / x.shape[0]
+        return cells if reduction == "none" else cells.mean()
+
+    @torch.no_grad()
+    def iwelbo(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        n_particles: int,
+        generator: torch.Generator | None = None,
+        memory_mb: float = 64.0,
+    ) -> torch.Tensor:
+        """Importance-weighted ELBO of each cell (Burda et al. 2016).
+
+        ``log (1/T) sum_t p(x, z_t | a) / q(z_t | x)`` with z_1..z_T ~ q(z | x): a lower
+        bound of log p(x | a) that tightens as T grows (T = 1 is an ELBO estimate).
+        Particles are a tensor dimension. Cells are processed in blocks so that a block's
+        particle-cells fit in about ``memory_mb``; when even one cell's T particles do
+        not, particles are split too and the blocks' log-sum-exps are combined, so memory
+        stays bounded whatever T is.
+        """
+        if n_particles < 1:
+            raise ValueError(f"n_particles must be at least 1, got {n_particles}")
+        was_training = self.training
+        self.eval()
+        cfg = self.cfg
+        # float32 values alive per particle-cell: decoder activations, the gene-wise
+        # terms of the NB density and the latent draws.
+        floats = 8 * cfg.n_genes + 2 * cfg.n_layers * cfg.n_hidden + 6 * cfg.n_latent
+        block = max(1, int(memory_mb * 2**20 / (4 * floats)))
+        n_t = min(n_particles, block)
+        n_c = max(1, block // n_t)
+        out = []
+        for xs, ls in zip(x.split(n_c), labels.split(n_c)):
+            qz = self.encode(xs)
+            pz = self.prior.distribution(ls, like=qz.loc)
+            total = torch.full((xs.shape[0],), -math.inf, dtype=xs.dtype, device=xs.device)
+            for start in range(0, n_particles, n_t):
+                t = min(n_t, n_particles - start)
+                eps = torch.randn(
+                    (t, *qz.loc.shape), generator=generator, dtype=xs.dtype, device=xs.device
+                )
+                z = qz.loc + qz.scale * eps
+                log_w = self.log_likelihood(xs, z) + (pz.log_prob(z) - qz.log_prob(z)).sum(-1)
+                total = torch.logaddexp(total, log_w.logsumexp(0))
+            out.append(total - math.log(n_particles))
+        self.train(was_training)
+        return torch.cat(out)
 
     @torch.no_grad()
     def latent_means(self, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
         """Posterior means E[z | x] of every cell, in chunks."""
         return torch.cat([self.encode(xs).loc for xs in x.split(chunk)])
+
+    # -- the transfer protocol to held-out perturbations (Lopez et al. 2023, section 5)
+    def binarize_targets(self, held_out: torch.Tensor) -> None:
+        """Step 2: fix the learned target graph; ``held_out`` perturbations get mask 1 and
+        shift 0 (a no-op for priors without perturbation parameters)."""
+        self.prior.binarize_targets(held_out)
+
+    def freeze_all_but_shifts(self, perturbations: torch.Tensor) -> list[nn.Parameter]:
+        """Step 3: freeze the encoder, decoder, dispersion and mask; only the shifts of
+        ``perturbations`` stay trainable (the gradient of every other row is zeroed).
+
+        Returns the parameters to optimise: empty when the prior has no shifts.
+        """
+        for param in self.parameters():
+            param.requires_grad_(False)
+        mu = self.prior.shift_parameter()
+        if mu is None:
+            return []
+        rows = torch.zeros(mu.shape[0], 1, dtype=mu.dtype, device=mu.device)
+        rows[perturbations] = 1.0
+        mu.requires_grad_(True)
+        if self._shift_hook is not None:
+            self._shift_hook.remove()
+        self._shift_hook = mu.register_hook(lambda grad: grad * rows)
+        return [mu]
 
     # -- persistence
     def save(self, weights_path, config_path) -> None:

@@ -98,10 +98,12 @@ def fit(
     val_idx: np.ndarray,
     cfg: TrainConfig,
     checkpoint: str | os.PathLike | None = None,
+    parameters: list[torch.nn.Parameter] | None = None,
 ) -> pd.DataFrame:
     """Train ``model`` in place on ``x[train_idx]``; return the history.
 
-    ``x`` and ``labels`` must already be on the model's device. Early stopping
+    ``x`` and ``labels`` must already be on the model's device. ``parameters`` are
+    those to optimise (default: all that require a gradient). Early stopping
     (``cfg.patience`` epochs after warm-up without a better validation ELBO)
     restores the best weights. When ``checkpoint`` is given, the full state
     (weights, optimiser, RNG, history) is saved there every
@@ -111,13 +113,14 @@ def fit(
     train_idx_t = torch.as_tensor(train_idx, device=device)
     x_val, l_val = x[val_idx], labels[val_idx]
     n_train = len(train_idx)
-    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
+    if parameters is None:
+        parameters = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.Adam(parameters, lr=cfg.lr, fused=True)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
 
     history: list[dict] = []
     best = {"elbo": -float("inf"), "state": None, "epoch": -1}
     start = 0
-    model.standardize_inputs(x[train_idx_t])
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
