@@ -64,9 +64,9 @@ def planned_jobs(workdir, *args) -> dict[str, int]:
 )
 def test_dry_run_plans_every_run(tmp_path, args, n_runs):
     jobs = planned_jobs(tmp_path, *args)
-    assert jobs["train"] == n_runs and jobs["evaluate"] == n_runs
+    assert jobs["train"] == jobs["transfer"] == jobs["evaluate"] == n_runs
     assert jobs["simulate"] == n_runs // 5
-    assert jobs["summarize"] == 1 and jobs["plot_methods"] == 1
+    assert jobs["summarize"] == 1 and jobs["plot"] == 2  # methods and I-NLL figures
 
 
 @pytest.mark.parametrize(
@@ -78,6 +78,8 @@ def test_dry_run_plans_every_run(tmp_path, args, n_runs):
         ("simulations=[{'name': 's', 'targets_per_perturbation': [3, 1]}]", "targets_per_perturbation"),
         ("simulations=[{'n_latent': 3}]", "'name' is a required property"),
         ("hyperparameters={'alpha': [-2]}", "hyperparameters.alpha.0"),
+        ("transfer={'particles': 0}", "transfer.particles"),
+        ("resources={'transfer': {'thread': 2}}", "resources.transfer"),
     ],
 )
 def test_config_errors_name_the_key_before_any_job(tmp_path, override, key):
@@ -106,7 +108,8 @@ def tiny_run(tmp_path_factory):
 def test_summary_has_one_row_per_run_with_metrics(tiny_run):
     summary = pd.read_csv(tiny_run / "simulation" / "summary.tsv", sep="\t")
     expected = ["simulation", "method", "seed", "mcc_pearson", "mcc_spearman", "r2", "graph_precision",
-                "graph_recall", "graph_f1", "graph_auprc", "elbo_val", "n_latent", "alpha", "beta"]
+                "graph_recall", "graph_f1", "graph_auprc", "elbo_val", "n_latent", "alpha", "beta",
+                "inll", "elbo_heldout_before", "elbo_heldout", "iwelbo_heldout", "n_particles"]
     assert set(expected) <= set(summary.columns)
     assert list(summary["method"]) == ["vae", "beta_vae", "ivae", "svae", "svae_plus"]
     assert (summary["simulation"] == "tiny").all() and (summary["seed"] == 0).all()
@@ -121,14 +124,18 @@ def test_summary_has_one_row_per_run_with_metrics(tiny_run):
     assert summary.loc[no_graph, graph].isna().all().all()
     assert summary.loc[~no_graph, graph].apply(lambda c: c.between(0, 1)).all().all()
     assert (summary["elbo_val"] < 0).all()
+    assert (summary["inll"] > 0).all() and (summary["inll"] == -summary["iwelbo_heldout"]).all()
+    assert (summary["n_particles"] == 50).all()
 
 
 def test_table1_and_figure(tiny_run):
     table = pd.read_csv(tiny_run / "simulation" / "table1.tsv", sep="\t")
     assert list(table["model"]) == ["VAE", "β-VAE", "iVAE", "sVAE", "sVAE+"]
     assert table.loc[table["model"] == "VAE", "F1"].item() == "–"
-    for suffix in ("png", "pdf"):
-        assert (tiny_run / "simulation" / "figures" / f"methods.{suffix}").stat().st_size > 1000
+    assert table["I-NLL"].astype(float).gt(0).all()
+    for figure in ("methods", "inll"):
+        for suffix in ("png", "pdf"):
+            assert (tiny_run / "simulation" / "figures" / f"{figure}.{suffix}").stat().st_size > 1000
 
 
 def test_run_outputs_are_loadable(tiny_run):
@@ -144,6 +151,19 @@ def test_run_outputs_are_loadable(tiny_run):
         assert npz["z_mean"].shape == (data.n_obs, 4)
     assert set(data.obs["split"]) == {"train", "heldout"}
     assert data.uns["targets"].shape == (10, 4) and data.obsm["z_true"].shape == (data.n_obs, 4)
+    # the transfer protocol: scores, per-perturbation table and each step's model
+    heldout = json.loads((run / "transfer" / "heldout.json").read_text())
+    for key in ("elbo_train", "elbo_val", "elbo_heldout_before", "elbo_heldout", "iwelbo_heldout", "inll"):
+        assert np.isfinite(heldout[key]), key
+    per_pert = pd.read_csv(run / "transfer" / "heldout_perturbations.tsv", sep="\t")
+    assert list(per_pert["perturbation"]) == ["pert_008", "pert_009"]
+    assert per_pert["inll"].mean() == pytest.approx(heldout["inll"])
+    trained = torch.load(run / "model.pt", weights_only=True)
+    tuned = torch.load(run / "transfer" / "finetuned.pt", weights_only=True)
+    assert bool(tuned["prior.mask_frozen"]) and not bool(trained["prior.mask_frozen"])
+    assert torch.equal(tuned["prior.fixed_mask"][8:], torch.ones(2, 4))
+    retrained = torch.load(run / "transfer" / "retrained.pt", weights_only=True)
+    assert torch.equal(tuned["decoder.0.weight"], retrained["decoder.0.weight"])
     # checkpoints are removed once a run completes
     assert not list((tiny_run / "checkpoints").rglob("*.pt"))
 

@@ -153,6 +153,17 @@ def train_settings(wildcards):
     return {**config["train"], "seed": int(wildcards.seed)}
 
 
+def job_resources(step):
+    """Cluster resources of a job of ``step`` (config key resources.<step>); memory
+    grows with each retry."""
+    res = config["resources"][step]
+    return {
+        "gpu": res["gpu"],
+        "mem_mb": lambda wildcards, attempt: res["mem_mb"] * attempt,
+        "runtime": res["runtime"],
+    }
+
+
 def run_record(wildcards):
     """Identifiers and hyper-parameters of a run, as they appear in summary.tsv."""
     hp = RUNS[(wildcards.simulation, wildcards.method, wildcards.hp)]
@@ -168,9 +179,8 @@ def run_record(wildcards):
     }
 
 
-SUMMARY_OUTPUTS = [
-    f"{SIM_DIR}/summary.tsv",
-    f"{SIM_DIR}/table1.tsv",
-    f"{SIM_DIR}/figures/methods.png",
-    f"{SIM_DIR}/figures/methods.pdf",
+# Figures drawn from summary.tsv (sparseshift.plots.FIGURES).
+FIGURES = ["methods", "inll"]
+SUMMARY_OUTPUTS = [f"{SIM_DIR}/summary.tsv", f"{SIM_DIR}/table1.tsv"] + [
+    f"{SIM_DIR}/figures/{figure}.{ext}" for figure in FIGURES for ext in ("png", "pdf")
 ]

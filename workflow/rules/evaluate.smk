@@ -1,3 +1,37 @@
+rule transfer:
+    input:
+        data=f"{SIM_DIR}/{{simulation}}/seed{{seed}}/data.h5ad",
+        weights=f"{RUN_DIR}/model.pt",
+        config=f"{RUN_DIR}/model.json",
+        info=f"{RUN_DIR}/train_info.json",
+    output:
+        summary=f"{RUN_DIR}/transfer/heldout.json",
+        per_perturbation=f"{RUN_DIR}/transfer/heldout_perturbations.tsv",
+        retrained_weights=f"{RUN_DIR}/transfer/retrained.pt",
+        retrained_config=f"{RUN_DIR}/transfer/retrained.json",
+        finetuned_weights=f"{RUN_DIR}/transfer/finetuned.pt",
+        finetuned_config=f"{RUN_DIR}/transfer/finetuned.json",
+        retrain_history=f"{RUN_DIR}/transfer/retrain_history.tsv",
+        finetune_history=f"{RUN_DIR}/transfer/finetune_history.tsv",
+    log:
+        f"{LOG_DIR}/transfer/{{simulation}}/seed{{seed}}/{{method}}/{{hp}}.log",
+    benchmark:
+        f"{LOG_DIR}/transfer/{{simulation}}/seed{{seed}}/{{method}}/{{hp}}.benchmark.tsv"
+    retries: 1
+    conda:
+        "../../envs/sparseshift.yaml"
+    threads: config["resources"]["transfer"]["threads"]
+    resources:
+        **job_resources("transfer"),
+    params:
+        train=train_settings,
+        transfer=config["transfer"],
+        device=config["device"],
+        checkpoint=f"{RESULTS}/checkpoints/{{simulation}}/seed{{seed}}/{{method}}/{{hp}}.transfer.pt",
+    script:
+        "../scripts/transfer.py"
+
+
 rule evaluate:
     input:
         data=f"{SIM_DIR}/{{simulation}}/seed{{seed}}/data.h5ad",
@@ -5,6 +39,7 @@ rule evaluate:
         config=f"{RUN_DIR}/model.json",
         latents=f"{RUN_DIR}/latents.npz",
         info=f"{RUN_DIR}/train_info.json",
+        heldout=f"{RUN_DIR}/transfer/heldout.json",
     output:
         f"{RUN_DIR}/metrics.json",
     log:
@@ -31,15 +66,17 @@ rule summarize:
         "../scripts/summarize.py"
 
 
-rule plot_methods:
+rule plot:
     input:
         f"{SIM_DIR}/summary.tsv",
     output:
-        png=f"{SIM_DIR}/figures/methods.png",
-        pdf=f"{SIM_DIR}/figures/methods.pdf",
+        png=f"{SIM_DIR}/figures/{{figure}}.png",
+        pdf=f"{SIM_DIR}/figures/{{figure}}.pdf",
     log:
-        f"{LOG_DIR}/plot_methods.log",
+        f"{LOG_DIR}/plot/{{figure}}.log",
+    wildcard_constraints:
+        figure="|".join(FIGURES),
     conda:
         "../../envs/sparseshift.yaml"
     script:
-        "../scripts/plot_methods.py"
+        "../scripts/plot.py"

@@ -16,9 +16,7 @@ rule train:
         "../../envs/sparseshift.yaml"
     threads: config["resources"]["train"]["threads"]
     resources:
-        gpu=config["resources"]["train"]["gpu"],
-        mem_mb=lambda wc, attempt: config["resources"]["train"]["mem_mb"] * attempt,
-        runtime=config["resources"]["train"]["runtime"],
+        **job_resources("train"),
     params:
         model=model_settings,
         train=train_settings,

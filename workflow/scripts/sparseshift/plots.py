@@ -14,30 +14,65 @@ from .model import DISPLAY_NAMES, METHODS  # noqa: E402
 PALETTE = dict(zip(DISPLAY_NAMES.values(), sns.color_palette("colorblind", len(METHODS))))
 
 
+def _with_models(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Display names added; the methods present in the paper's order; the simulations."""
+    df = summary.assign(model=summary["method"].map(DISPLAY_NAMES))
+    order = [DISPLAY_NAMES[m] for m in METHODS if m in set(df["method"])]
+    return df, order, list(dict.fromkeys(df["simulation"]))
+
+
+def _box_strip(ax, data: pd.DataFrame, col: str, order: list[str]) -> None:
+    """A box per method and one point per run (seed)."""
+    kw = dict(data=data, x="model", y=col, order=order, hue="model", palette=PALETTE, ax=ax)
+    sns.boxplot(**kw, fill=False, showfliers=False, legend=False)
+    sns.stripplot(**kw, size=5, jitter=0.15, legend=False)
+
+
+def _save(fig, paths) -> None:
+    fig.tight_layout()
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
 def plot_methods(summary: pd.DataFrame, paths) -> None:
     """Pearson MCC and target-graph F1 per method, one point per seed (one row per simulation).
 
     Methods without a value (VAE and β-VAE have no target graph) are marked, not dropped,
     so every panel has the same axis.
     """
-    df = summary.assign(model=summary["method"].map(DISPLAY_NAMES))
-    order = [DISPLAY_NAMES[m] for m in METHODS if m in set(df["method"])]
-    sims = list(dict.fromkeys(df["simulation"]))
+    df, order, sims = _with_models(summary)
     panels = [("mcc_pearson", "Pearson MCC"), ("graph_f1", "target graph F1")]
     fig, axes = plt.subplots(len(sims), 2, figsize=(9, 3.4 * len(sims)), squeeze=False)
     for row, sim in zip(axes, sims):
         sub = df[df["simulation"] == sim]
         for ax, (col, label) in zip(row, panels):
             data = sub.dropna(subset=[col])
-            kw = dict(data=data, x="model", y=col, order=order, hue="model", palette=PALETTE, ax=ax)
-            sns.boxplot(**kw, fill=False, showfliers=False, legend=False)
-            sns.stripplot(**kw, size=5, jitter=0.15, legend=False)
+            _box_strip(ax, data, col, order)
             ax.set(xlabel="", ylabel=label, ylim=(0, 1.02), title=f"{sim}: {label}")
             for i, name in enumerate(order):
                 if name not in set(data["model"]):
                     ax.text(i, 0.03, "no target\ngraph" if col == "graph_f1" else "n/a",
                             ha="center", va="bottom", fontsize=8, color="0.4")
-    fig.tight_layout()
-    for path in paths:
-        fig.savefig(path, dpi=150)
-    plt.close(fig)
+    _save(fig, paths)
+
+
+def plot_inll(summary: pd.DataFrame, paths) -> None:
+    """Held-out I-NLL (-IWELBO per cell, lower is better) per method, one point per seed,
+    one panel per simulation."""
+    df, order, sims = _with_models(summary)
+    fig, axes = plt.subplots(1, len(sims), figsize=(4.8 * len(sims), 3.6), squeeze=False)
+    for ax, sim in zip(axes[0], sims):
+        sub = df[df["simulation"] == sim].dropna(subset=["inll"])
+        _box_strip(ax, sub, "inll", order)
+        particles = sorted(set(sub["n_particles"].dropna().astype(int)))
+        ax.set(
+            xlabel="",
+            ylabel="held-out I-NLL (lower is better)",
+            title=f"{sim}: −IWELBO, T = {', '.join(map(str, particles)) or '?'}",
+        )
+    _save(fig, paths)
+
+
+# Figures of the simulation summary, by name (the ``plot`` rule's {figure}).
+FIGURES = {"methods": plot_methods, "inll": plot_inll}

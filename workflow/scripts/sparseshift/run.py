@@ -21,6 +21,7 @@ import torch
 from . import io, metrics
 from .model import ModelConfig, SparseShiftVAE
 from .train import TrainConfig, fit, seed_everything, select_device, split_train_val
+from .transfer import TransferConfig, transfer_run
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,34 @@ def count_matrix(adata, path="<dataset>") -> np.ndarray:
     return x
 
 
+class RunData:
+    """A dataset on the device, split as every phase of a run sees it: training and
+    validation cells (the seeded split of the ``train`` cells) and held-out cells."""
+
+    def __init__(self, adata, val_fraction: float, seed: int, device: torch.device, path="<dataset>"):
+        labels, self.names = perturbation_labels(adata, path)
+        x = count_matrix(adata, path)
+        train_cells = np.flatnonzero(training_cells(adata))
+        tr, va = split_train_val(len(train_cells), val_fraction, seed)
+        self.train_cells, self.val_cells = train_cells[tr], train_cells[va]
+        self.heldout_cells = np.flatnonzero(~training_cells(adata))
+        self.heldout_perturbations = np.unique(labels[self.heldout_cells])
+        self.x = torch.as_tensor(x, device=device)
+        self.labels = torch.as_tensor(labels, device=device)
+        self.device = device
+
+    def cells(self, which: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[which], self.labels[which]
+
+    def split_elbos(self, model: SparseShiftVAE, suffix: str = "") -> dict:
+        """ELBOs of the model's current weights on the training and validation cells, one
+        deterministic pass each (unlike the history's running minibatch averages)."""
+        out = {f"elbo_train{suffix}": float(model.elbo(*self.cells(self.train_cells)))}
+        val = model.elbo(*self.cells(self.val_cells)) if len(self.val_cells) else float("nan")
+        out[f"elbo_val{suffix}"] = float(val)
+        return out
+
+
 def train_run(
     adata,
     model_cfg: ModelConfig,
@@ -67,32 +96,23 @@ def train_run(
     """Train on the ``train`` split; return the model, its history, the latent means
     of every cell and timing information."""
     dev = select_device(device)
-    labels, _ = perturbation_labels(adata, path)
-    x = count_matrix(adata, path)
-    train_cells = np.flatnonzero(training_cells(adata))
-    tr, va = split_train_val(len(train_cells), train_cfg.val_fraction, train_cfg.seed)
-    tr_cells, va_cells = train_cells[tr], train_cells[va]
-
+    data = RunData(adata, train_cfg.val_fraction, train_cfg.seed, dev, path)
     seed_everything(train_cfg.seed)
     model = SparseShiftVAE(model_cfg).to(dev)
-    x_t = torch.as_tensor(x, device=dev)
-    l_t = torch.as_tensor(labels, device=dev)
     log.info(
         "training %s on %s: %d training / %d validation cells, %d genes, device %s",
-        model_cfg.method, path, len(tr_cells), len(va_cells), x.shape[1], dev,
+        model_cfg.method, path, len(data.train_cells), len(data.val_cells), adata.n_vars, dev,
     )
+    model.standardize_inputs(data.x[data.train_cells])
     start = time.perf_counter()
-    history = fit(model, x_t, l_t, tr_cells, va_cells, train_cfg, checkpoint)
+    history = fit(model, data.x, data.labels, data.train_cells, data.val_cells, train_cfg, checkpoint)
     seconds = time.perf_counter() - start
-    latents = model.latent_means(x_t).cpu().numpy()
-    # ELBOs of the returned weights (the best epoch's when early stopping restored them),
-    # one deterministic pass each, unlike the history's running minibatch averages.
+    latents = model.latent_means(data.x).cpu().numpy()
     info = {
         "device": str(dev),
         "train_seconds": seconds,
         "epochs_run": int(len(history)),
-        "elbo_train": float(model.elbo(x_t[tr_cells], l_t[tr_cells])),
-        "elbo_val": float(model.elbo(x_t[va_cells], l_t[va_cells])) if len(va_cells) else float("nan"),
+        **data.split_elbos(model),
     }
     return model, history, latents, info
 
@@ -136,10 +156,15 @@ def evaluate_run(adata, model: SparseShiftVAE, latents: np.ndarray) -> dict:
     return out
 
 
+def save_model(model: SparseShiftVAE, weights, config) -> None:
+    """Weights and config of a model, each written atomically."""
+    with io.atomic_path(weights) as tmp_w, io.atomic_path(config) as tmp_c:
+        model.cpu().save(tmp_w, tmp_c)
+
+
 def save_run(model, history, latents, info, adata, outputs: dict) -> None:
     """Write the declared outputs of a training job, each atomically."""
-    with io.atomic_path(outputs["weights"]) as tmp_w, io.atomic_path(outputs["config"]) as tmp_c:
-        model.cpu().save(tmp_w, tmp_c)
+    save_model(model, outputs["weights"], outputs["config"])
     io.write_tsv(history, outputs["history"])
     with io.atomic_path(outputs["latents"]) as tmp:
         with open(tmp, "wb") as fh:
@@ -181,7 +206,43 @@ def evaluate_from_files(inputs: dict, record: dict, output) -> dict:
     with np.load(inputs["latents"], allow_pickle=False) as npz:
         latents = npz["z_mean"]
     result = {**record, **evaluate_run(adata, model, latents)}
-    with open(inputs["info"]) as fh:
-        result.update(json.load(fh))
+    for key in ("info", "heldout"):  # training timings and ELBOs, held-out scores
+        with open(inputs[key]) as fh:
+            result.update(json.load(fh))
     io.write_json(result, output)
     return result
+
+
+def transfer_from_files(
+    inputs: dict, train_settings: dict, transfer_settings: dict, device: str, checkpoint, outputs: dict
+) -> dict:
+    """The transfer job: steps 2 and 3 of the protocol on a trained run, the held-out
+    ELBO / IWELBO / I-NLL (``heldout.json``, per perturbation in ``heldout_perturbations.tsv``)
+    and the model of each step."""
+    adata = read_dataset(inputs["data"])
+    train_cfg = TrainConfig(**train_settings)
+    cfg = TransferConfig(**transfer_settings)
+    dev = select_device(device)
+    data = RunData(adata, train_cfg.val_fraction, train_cfg.seed, dev, str(inputs["data"]))
+    model = SparseShiftVAE.load(inputs["weights"], inputs["config"], map_location=dev)
+    if model.cfg.perturbations and list(model.cfg.perturbations) != list(data.names):
+        raise io.InputError(
+            inputs["data"], "uns/perturbations", f"the perturbations the model was trained on ({inputs['config']})"
+        )
+    Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+    log.info(
+        "transfer of %s to %d held-out perturbations (%d cells), device %s",
+        model.cfg.method, len(data.heldout_perturbations), len(data.heldout_cells), dev,
+    )
+    result = transfer_run(model, data, train_cfg, cfg, checkpoint)
+    with open(inputs["info"]) as fh:
+        info = json.load(fh)
+    summary = {"elbo_train": info["elbo_train"], "elbo_val": info["elbo_val"], **result.summary}
+    save_model(result.retrained, outputs["retrained_weights"], outputs["retrained_config"])
+    save_model(result.finetuned, outputs["finetuned_weights"], outputs["finetuned_config"])
+    io.write_tsv(result.retrain_history, outputs["retrain_history"])
+    io.write_tsv(result.finetune_history, outputs["finetune_history"])
+    io.write_tsv(result.per_perturbation, outputs["per_perturbation"])
+    io.write_json(summary, outputs["summary"])
+    Path(checkpoint).unlink(missing_ok=True)
+    return summary

@@ -19,6 +19,7 @@ METRIC_COLUMNS = [
     "graph_f1",
     "graph_auprc",
     "elbo_val",
+    "inll",
 ]
 EXTRA_COLUMNS = [
     "graph_precision_all",
@@ -26,9 +27,16 @@ EXTRA_COLUMNS = [
     "graph_f1_all",
     "graph_auprc_all",
     "elbo_train",
+    "elbo_heldout_before",
+    "elbo_heldout_retrained",
+    "iwelbo_heldout_retrained",
+    "elbo_heldout",
+    "iwelbo_heldout",
+    "n_particles",
     "mask_density",
     "epochs_run",
     "seconds_per_epoch",
+    "iwelbo_seconds",
     "device",
 ]
 # Table 1 of the paper: column name -> metric.
@@ -41,6 +49,7 @@ TABLE1_COLUMNS = {
     "F1": "graph_f1",
     "AUPRC": "graph_auprc",
     "ELBO (val)": "elbo_val",
+    "I-NLL": "inll",
 }
 
 

@@ -1,0 +1,223 @@
+"""The transfer protocol to held-out perturbations and the importance-weighted ELBO."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sparseshift.model import ModelConfig, SparseShiftVAE
+from sparseshift.run import RunData, train_run
+from sparseshift.simulate import SimulationConfig, simulate
+from sparseshift.train import TrainConfig
+from sparseshift.transfer import TransferConfig, finetune, transfer_run
+from torch.distributions import NegativeBinomial, Normal
+
+SHIFT_METHODS = ["ivae", "svae", "svae_plus"]
+TRAIN = TrainConfig(epochs=8, batch_size=64, warmup_epochs=3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def adata():
+    return simulate(
+        SimulationConfig(
+            n_latent=3, n_perturbations=8, n_heldout=2, cells_per_perturbation=60, n_genes=20,
+            decoder_hidden=8, library_size=1e4, seed=0,
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(adata):
+    """A briefly trained model of every method (a fresh copy per use)."""
+    models = {}
+    for method in ["vae", *SHIFT_METHODS]:
+        cfg = ModelConfig(method=method, n_genes=20, n_latent=3, n_perturbations=8, alpha=8.0)
+        models[method] = train_run(adata, cfg, TRAIN, "cpu")[0]
+    return lambda method: _copy(models[method])
+
+
+def _copy(model):
+    clone = SparseShiftVAE(model.cfg)
+    clone.load_state_dict(model.state_dict())
+    return clone.eval()
+
+
+def run_data(adata):
+    return RunData(adata, TRAIN.val_fraction, TRAIN.seed, torch.device("cpu"))
+
+
+def heldout_cells(adata):
+    data = run_data(adata)
+    return data.cells(data.heldout_cells)
+
+
+def test_log_likelihood_equals_the_negative_binomial_density():
+    torch.manual_seed(0)
+    model = SparseShiftVAE(ModelConfig(method="vae", n_genes=7, n_latent=3, n_perturbations=2)).double()
+    with torch.no_grad():
+        model.log_theta.copy_(torch.linspace(-2.0, 5.0, 7))
+    x = torch.poisson(torch.rand(5, 7, dtype=torch.float64) * 300)
+    z = torch.randn(11, 5, 3, dtype=torch.float64)  # particles x cells x latents
+    px = model.likelihood(z, x.sum(-1, keepdim=True))
+    expected = NegativeBinomial(total_count=px.total_count, logits=px.logits).log_prob(x).sum(-1)
+    torch.testing.assert_close(model.log_likelihood(x, z), expected, rtol=1e-10, atol=1e-8)
+
+
+def test_iwelbo_matches_a_direct_computation_from_distributions(adata, trained):
+    """log (1/T) sum_t p(x | z_t) p(z_t | a) / q(z_t | x) with the same draws, written
+    directly with torch.distributions."""
+    model = trained("svae_plus")
+    x, labels = heldout_cells(adata)
+    n_particles = 64
+    ours = model.iwelbo(x, labels, n_particles, torch.Generator().manual_seed(5))
+    eps = torch.randn((n_particles, *x.shape[:1], 3), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        qz = model.encode(x)
+        z = qz.loc + qz.scale * eps
+        pz = Normal(model.prior.shift(labels), 1.0)
+        px = model.likelihood(z, x.sum(-1, keepdim=True))
+        log_w = px.log_prob(x).sum(-1) + pz.log_prob(z).sum(-1) - qz.log_prob(z).sum(-1)
+    expected = torch.logsumexp(log_w, 0) - math.log(n_particles)
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-2)  # float32 sums of ~100 genes
+
+
+def test_iwelbo_is_at_least_the_elbo(adata, trained):
+    model = trained("svae_plus")
+    x, labels = heldout_cells(adata)
+    torch.manual_seed(1)
+    elbo = torch.stack([model.elbo(x, labels) for _ in range(20)]).mean()
+    iwelbo = model.iwelbo(x, labels, 200, torch.Generator().manual_seed(0)).mean()
+    assert iwelbo > elbo + 0.05
+
+
+def test_iwelbo_grows_with_the_number_of_particles(adata, trained):
+    model = trained("ivae")
+    x, labels = heldout_cells(adata)
+    one = model.iwelbo(x, labels, 1, torch.Generator().manual_seed(0)).mean()
+    many = model.iwelbo(x, labels, 1000, torch.Generator().manual_seed(0)).mean()
+    assert many > one + 0.1
+    # with one particle the IWELBO is a single-sample ELBO estimate (Monte-Carlo KL)
+    torch.manual_seed(2)
+    elbo = torch.stack([model.elbo(x, labels) for _ in range(20)]).mean()
+    ones = torch.stack([model.iwelbo(x, labels, 1, torch.Generator().manual_seed(s)).mean() for s in range(20)])
+    assert abs(float(ones.mean() - elbo)) < 4 * float(ones.std()) / math.sqrt(20) + 0.05
+
+
+def test_iwelbo_blocks_bound_memory_without_changing_the_estimate(adata, trained):
+    """A budget too small for one cell's particles splits the particles too."""
+    model = trained("svae")
+    x, labels = heldout_cells(adata)
+    big = model.iwelbo(x, labels, 3000, torch.Generator().manual_seed(0), memory_mb=64)
+    small = model.iwelbo(x, labels, 3000, torch.Generator().manual_seed(1), memory_mb=0.05)
+    assert small.shape == big.shape == (x.shape[0],)
+    torch.testing.assert_close(small.mean(), big.mean(), atol=0.05, rtol=0)
+    # and the same generator seed gives the same numbers
+    again = model.iwelbo(x, labels, 3000, torch.Generator().manual_seed(1), memory_mb=0.05)
+    assert torch.equal(small, again)
+
+
+def test_binarize_targets_fixes_the_graph_and_resets_held_out(trained):
+    model = trained("svae_plus")
+    with torch.no_grad():
+        model.prior.logits.copy_(torch.tensor([[2.0, -2.0, 0.5]] * 8))
+    mu_before = model.prior.mu.detach().clone()
+    held_out = torch.tensor([6, 7])
+    model.binarize_targets(held_out)
+    prior = model.prior
+    assert prior.target_graph()[:6].tolist() == [[1.0, 0.0, 1.0]] * 6
+    assert prior.target_graph()[6:].tolist() == [[1.0, 1.0, 1.0]] * 2
+    assert torch.equal(prior.mu[6:], torch.zeros(2, 3)) and torch.equal(prior.mu[:6], mu_before[:6])
+    assert not prior.logits.requires_grad and prior.penalty(100, 1.0) == 0.0
+    # in training mode too the mask is the fixed graph, not a Gumbel sample
+    model.train()
+    labels = torch.tensor([0, 6] * 50)
+    assert torch.equal(prior.mask(labels), prior.fixed_mask[labels])
+
+
+def test_binarize_targets_of_ivae_and_vae(trained):
+    ivae = trained("ivae")
+    mu = ivae.prior.mu.detach().clone()
+    ivae.binarize_targets(torch.tensor([6, 7]))
+    assert torch.equal(ivae.prior.mu[6:], torch.zeros(2, 3)) and torch.equal(ivae.prior.mu[:6], mu[:6])
+    vae = trained("vae")
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    vae.binarize_targets(torch.tensor([6, 7]))
+    assert all(torch.equal(before[k], v) for k, v in vae.state_dict().items())
+    assert vae.freeze_all_but_shifts(torch.tensor([6, 7])) == []
+
+
+@pytest.mark.parametrize("method", SHIFT_METHODS)
+def test_finetuning_changes_only_the_held_out_shifts(adata, trained, method):
+    model = trained(method)
+    data = run_data(adata)
+    held_out = torch.as_tensor(data.heldout_perturbations)
+    model.binarize_targets(held_out)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    history = finetune(model, data, held_out, TRAIN, TransferConfig(finetune_epochs=5))
+    assert len(history) == 5
+    after = model.state_dict()
+    for key, value in before.items():
+        if key != "prior.mu":
+            assert torch.equal(value, after[key]), f"{key} changed"
+    training_rows = np.setdiff1d(np.arange(8), data.heldout_perturbations)
+    assert torch.equal(after["prior.mu"][training_rows], before["prior.mu"][training_rows])
+    assert (after["prior.mu"][held_out] != 0).all()  # every held-out shift moved from 0
+
+
+def test_finetuned_shifts_reach_the_optimum_of_the_elbo(adata, trained):
+    """With the encoder frozen, the ELBO depends on a held-out shift only through the
+    Gaussian KL, whose optimum is the mean of its cells' posterior means."""
+    model = trained("ivae")
+    data = run_data(adata)
+    held_out = torch.as_tensor(data.heldout_perturbations)
+    model.binarize_targets(held_out)
+    full_batch = TrainConfig(batch_size=len(data.heldout_cells), seed=0)
+    finetune(model, data, held_out, full_batch, TransferConfig(finetune_epochs=400, finetune_lr=0.05))
+    x, labels = data.cells(data.heldout_cells)
+    means = model.latent_means(x)
+    for a in data.heldout_perturbations:
+        torch.testing.assert_close(model.prior.mu[a], means[labels == a].mean(0), atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["vae", "svae_plus"])
+def test_transfer_run_reports_every_step(adata, trained, method, tmp_path):
+    model = trained(method)
+    cfg = TransferConfig(retrain_epochs=4, retrain_patience=None, finetune_epochs=3, particles=100)
+    result = transfer_run(model, run_data(adata), TRAIN, cfg)
+    s = result.summary
+    assert s["inll"] == pytest.approx(-s["iwelbo_heldout"])
+    assert s["iwelbo_heldout"] > s["elbo_heldout"] and s["n_heldout_cells"] == 120
+    assert len(result.retrain_history) == 4
+    per_pert = result.per_perturbation
+    assert list(per_pert["perturbation"]) == ["pert_006", "pert_007"]
+    assert (per_pert["n_cells"] == 60).all()
+    np.testing.assert_allclose(per_pert["inll"].mean(), s["inll"], rtol=1e-9)
+    if method == "vae":  # nothing to fine-tune: step 3's model is step 2's
+        assert len(result.finetune_history) == 0
+        assert s["elbo_heldout"] == s["elbo_heldout_retrained"]
+        assert s["iwelbo_heldout"] == s["iwelbo_heldout_retrained"]
+    else:
+        assert len(result.finetune_history) == 3
+        assert s["iwelbo_heldout"] > s["iwelbo_heldout_retrained"]  # fitted shifts help
+        # the step-2 model was kept: its held-out shifts are still 0, the fine-tuned ones are not
+        assert torch.equal(result.retrained.prior.mu[6:], torch.zeros(2, 3))
+        assert (result.finetuned.prior.mu[6:] != 0).all()
+    # each step's model reloads as it was
+    result.finetuned.save(tmp_path / "m.pt", tmp_path / "m.json")
+    again = SparseShiftVAE.load(tmp_path / "m.pt", tmp_path / "m.json")
+    for key, value in result.finetuned.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+
+
+def test_no_held_out_cells_gives_nan_scores(trained):
+    data = simulate(
+        SimulationConfig(n_latent=3, n_perturbations=8, n_heldout=0, cells_per_perturbation=20,
+                         n_genes=20, decoder_hidden=8, seed=0)
+    )
+    model = trained("svae_plus")
+    result = transfer_run(model, run_data(data), TRAIN, TransferConfig(particles=10))
+    assert math.isnan(result.summary["inll"]) and result.per_perturbation.empty
+    assert isinstance(result.finetune_history, pd.DataFrame) and result.finetuned is model
