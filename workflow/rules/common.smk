@@ -45,6 +45,9 @@ validate_config()
 
 RESULTS = config["results"]
 SIM_DIR = f"{RESULTS}/simulation"
+# The dataset a run trains on (its obs["split"] says which perturbations are held out)
+# and the folder of the run's outputs.
+DATASET = f"{SIM_DIR}/{{simulation}}/seed{{seed}}/data.h5ad"
 RUN_DIR = f"{SIM_DIR}/{{simulation}}/seed{{seed}}/{{method}}/{{hp}}"
 LOG_DIR = f"{RESULTS}/logs"
 # Hyper-parameters swept per method, beyond the latent dimension.

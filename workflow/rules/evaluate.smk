@@ -1,6 +1,6 @@
 rule transfer:
     input:
-        data=f"{SIM_DIR}/{{simulation}}/seed{{seed}}/data.h5ad",
+        data=DATASET,
         weights=f"{RUN_DIR}/model.pt",
         config=f"{RUN_DIR}/model.json",
         info=f"{RUN_DIR}/train_info.json",
@@ -34,7 +34,7 @@ rule transfer:
 
 rule evaluate:
     input:
-        data=f"{SIM_DIR}/{{simulation}}/seed{{seed}}/data.h5ad",
+        data=DATASET,
         weights=f"{RUN_DIR}/model.pt",
         config=f"{RUN_DIR}/model.json",
         latents=f"{RUN_DIR}/latents.npz",

@@ -1,6 +1,6 @@
 rule simulate:
     output:
-        f"{SIM_DIR}/{{simulation}}/seed{{seed}}/data.h5ad",
+        DATASET,
     log:
         f"{LOG_DIR}/simulate/{{simulation}}/seed{{seed}}.log",
     benchmark:

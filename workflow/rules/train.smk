@@ -1,6 +1,6 @@
 rule train:
     input:
-        data=f"{SIM_DIR}/{{simulation}}/seed{{seed}}/data.h5ad",
+        data=DATASET,
     output:
         weights=f"{RUN_DIR}/model.pt",
         config=f"{RUN_DIR}/model.json",

@@ -446,8 +446,10 @@ class SparseShiftVAE(nn.Module):
         block = max(1, int(memory_mb * 2**20 / (4 * floats)))
         n_t = min(n_particles, block)
         n_c = max(1, block // n_t)
-        out = []
-        for xs, ls in zip(x.split(n_c), labels.split(n_c)):
+        # Written in place: small tensors kept alive between the blocks' large temporaries
+        # would fragment the allocator's heap, which then grows with the number of cells.
+        out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+        for xs, ls, res in zip(x.split(n_c), labels.split(n_c), out.split(n_c)):
             qz = self.encode(xs)
             pz = self.prior.distribution(ls, like=qz.loc)
             total = torch.full((xs.shape[0],), -math.inf, dtype=xs.dtype, device=xs.device)
@@ -459,9 +461,9 @@ class SparseShiftVAE(nn.Module):
                 z = qz.loc + qz.scale * eps
                 log_w = self.log_likelihood(xs, z) + (pz.log_prob(z) - qz.log_prob(z)).sum(-1)
                 total = torch.logaddexp(total, log_w.logsumexp(0))
-            out.append(total - math.log(n_particles))
+            torch.sub(total, math.log(n_particles), out=res)
         self.train(was_training)
-        return torch.cat(out)
+        return out
 
     @torch.no_grad()
     def latent_means(self, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:

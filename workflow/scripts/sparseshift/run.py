@@ -224,7 +224,7 @@ def transfer_from_files(
     cfg = TransferConfig(**transfer_settings)
     dev = select_device(device)
     data = RunData(adata, train_cfg.val_fraction, train_cfg.seed, dev, str(inputs["data"]))
-    model = SparseShiftVAE.load(inputs["weights"], inputs["config"], map_location=dev)
+    model = SparseShiftVAE.load(inputs["weights"], inputs["config"]).to(dev)
     if model.cfg.perturbations and list(model.cfg.perturbations) != list(data.names):
         raise io.InputError(
             inputs["data"], "uns/perturbations", f"the perturbations the model was trained on ({inputs['config']})"
