@@ -39,7 +39,7 @@ def test_snakefmt_is_clean():
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def planned_jobs(workdir, *args) -> dict[str, int]:
+def planned_jobs(workdir, *args, targets=()) -> dict[str, int]:
     """Job counts per rule of a dry run in an empty working directory.
 
     The default config file is passed explicitly because ``configfile:`` is read
@@ -47,7 +47,7 @@ def planned_jobs(workdir, *args) -> dict[str, int]:
     as it is when a user runs from the repository.
     """
     out = snakemake(
-        "-n", "--cores", "2", "--quiet", "rules", "--directory", str(workdir),
+        *targets, "-n", "--cores", "2", "--quiet", "rules", "--directory", str(workdir),
         "--configfile", str(REPO / "config" / "config.yaml"), *args,
     ).stdout
     rows = (line.split() for line in out.splitlines())
@@ -55,18 +55,25 @@ def planned_jobs(workdir, *args) -> dict[str, int]:
 
 
 @pytest.mark.parametrize(
-    "args, n_runs",
+    "args, targets, n_sim, n_replogle",
     [
-        ((), 5 * 2),
-        ((str(REPO / "config" / "paper.yaml"),), 5 * 5),
-        ((str(REPO / "config" / "paper.yaml"), "--config", "seeds=[0]"), 5),
+        ((), (), 5 * 2, 0),
+        ((str(REPO / "config" / "paper.yaml"),), (), 5 * 5, 5 * 9),  # 9 Replogle folds, seed 0
+        ((str(REPO / "config" / "paper.yaml"), "--config", "seeds=[0]"), (), 5, 5 * 9),
+        ((str(REPO / "config" / "paper.yaml"),), ("simulation",), 5 * 5, 0),  # one arm only
     ],
 )
-def test_dry_run_plans_every_run(tmp_path, args, n_runs):
-    jobs = planned_jobs(tmp_path, *args)
+def test_dry_run_plans_every_run(tmp_path, args, targets, n_sim, n_replogle):
+    jobs = planned_jobs(tmp_path, *args, targets=targets)
+    n_runs = n_sim + n_replogle
     assert jobs["train"] == jobs["transfer"] == jobs["evaluate"] == n_runs
-    assert jobs["simulate"] == n_runs // 5
-    assert jobs["summarize"] == 1 and jobs["plot"] == 2  # methods and I-NLL figures
+    assert jobs["simulate"] == n_sim // 5
+    if n_replogle:  # the 66 GB file and Table S3 are downloaded, then preprocessed once
+        assert jobs["download"] == 2 and jobs["preprocess_replogle"] == 1 and jobs["replogle_fold"] == 9
+        assert jobs["summarize"] == 2 and jobs["plot"] == 3  # + the Replogle I-NLL figure
+    else:
+        assert "download" not in jobs and "preprocess_replogle" not in jobs
+        assert jobs["summarize"] == 1 and jobs["plot"] == 2  # methods and I-NLL figures
 
 
 @pytest.mark.parametrize(
@@ -80,6 +87,8 @@ def test_dry_run_plans_every_run(tmp_path, args, n_runs):
         ("hyperparameters={'alpha': [-2]}", "hyperparameters.alpha.0"),
         ("transfer={'particles': 0}", "transfer.particles"),
         ("resources={'transfer': {'thread': 2}}", "resources.transfer"),
+        ("replogle={'dataset': 'k562'}", "replogle.dataset"),
+        ("replogle={'folds': [{'name': 'a b'}]}", "replogle.folds.0.name"),
     ],
 )
 def test_config_errors_name_the_key_before_any_job(tmp_path, override, key):

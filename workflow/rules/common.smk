@@ -1,4 +1,6 @@
 import itertools
+import re
+from pathlib import Path
 
 import jsonschema
 from snakemake.exceptions import WorkflowError
@@ -45,11 +47,12 @@ validate_config()
 
 RESULTS = config["results"]
 SIM_DIR = f"{RESULTS}/simulation"
-# The dataset a run trains on (its obs["split"] says which perturbations are held out)
-# and the folder of the run's outputs.
-DATASET = f"{SIM_DIR}/{{simulation}}/seed{{seed}}/data.h5ad"
-RUN_DIR = f"{SIM_DIR}/{{simulation}}/seed{{seed}}/{{method}}/{{hp}}"
+REPLOGLE_DIR = f"{RESULTS}/replogle"
 LOG_DIR = f"{RESULTS}/logs"
+# A run: one method with one hyper-parameter setting trained with one seed on one
+# dataset of an arm (a simulation setting, or a Replogle hold-out fold).
+RUN = "{arm}/{dataset}/seed{seed}/{method}/{hp}"
+RUN_DIR = f"{RESULTS}/{RUN}"
 # Hyper-parameters swept per method, beyond the latent dimension.
 METHOD_HYPERPARAMETERS = {
     "beta_vae": ["beta"],
@@ -59,6 +62,8 @@ METHOD_HYPERPARAMETERS = {
 
 
 wildcard_constraints:
+    arm="simulation|replogle",
+    dataset="[A-Za-z0-9_]+",
     simulation="[A-Za-z0-9_]+",
     seed=r"\d+",
     method="|".join(config["methods"]),
@@ -92,6 +97,46 @@ def check_simulations():
 
 check_simulations()
 SIMULATIONS = {sim["name"]: sim for sim in config["simulations"]}
+REPLOGLE = config["replogle"]
+# Downloadable inputs by file name, and the two inputs of the Replogle arm: the
+# user's own files when the config names them, else where the download rule puts them.
+DOWNLOADS = {d["file"]: d for d in REPLOGLE["downloads"].values()}
+REPLOGLE_H5AD = (
+    REPLOGLE["h5ad"]
+    or f"{REPLOGLE['data_dir']}/{REPLOGLE['downloads'][REPLOGLE['dataset']]['file']}"
+)
+REPLOGLE_TABLE = (
+    REPLOGLE["table_s3"]
+    or f"{REPLOGLE['data_dir']}/{REPLOGLE['downloads']['table_s3']['file']}"
+)
+FOLDS = {fold["name"]: fold for fold in REPLOGLE["folds"]}
+
+
+def check_replogle():
+    """Cross-field checks of the Replogle section; each names its key."""
+    if not REPLOGLE["enabled"]:
+        return
+    names = [fold["name"] for fold in REPLOGLE["folds"]]
+    if len(set(names)) != len(names):
+        raise WorkflowError(
+            f"config key replogle.folds: names must be unique, got {names}"
+        )
+    for i, fold in enumerate(REPLOGLE["folds"]):
+        if fold["effect"] == ("cluster" in fold):
+            raise WorkflowError(
+                f"config key replogle.folds.{i}: give either 'cluster' (a Table S3 "
+                "description) or 'effect: true', not both or neither"
+            )
+    for key in ("h5ad", "table_s3"):
+        path = REPLOGLE[key]
+        if path and not Path(path).is_file():
+            raise WorkflowError(
+                f"config key replogle.{key}: {path} is not a file (set it to null to "
+                f"download it to {REPLOGLE['data_dir']})"
+            )
+
+
+check_replogle()
 
 
 def _tag(n_latent, hp):
@@ -99,32 +144,50 @@ def _tag(n_latent, hp):
 
 
 def build_runs():
-    """Every training run: simulation x method x hyper-parameters x seed."""
+    """Every training run: arm x dataset x method x hyper-parameters (x seed)."""
     runs = {}
     grid = config["hyperparameters"]
-    for settings in config["simulations"]:
-        sim = settings["name"]
-        latents = grid["n_latent"] or [settings["n_latent"]]
+    datasets = [
+        ("simulation", sim["name"], grid["n_latent"] or [sim["n_latent"]])
+        for sim in config["simulations"]
+    ]
+    if REPLOGLE["enabled"]:
+        datasets += [
+            ("replogle", fold["name"], [REPLOGLE["n_latent"]])
+            for fold in REPLOGLE["folds"]
+        ]
+    for arm, dataset, latents in datasets:
         for method in config["methods"]:
             names = METHOD_HYPERPARAMETERS.get(method, [])
             for p, values in itertools.product(
                 latents, itertools.product(*(grid[n] for n in names))
             ):
                 hp = dict(zip(names, values))
-                runs[(sim, method, _tag(p, hp))] = {"n_latent": p, **hp}
+                runs[(arm, dataset, method, _tag(p, hp))] = {"n_latent": p, **hp}
     return runs
 
 
 RUNS = build_runs()
+# Per arm: the seeds of its runs, and the summary column naming its datasets.
+ARM_SEEDS = {"simulation": config["seeds"], "replogle": REPLOGLE["seeds"]}
+ARM_ID = {"simulation": "simulation", "replogle": "fold"}
 
 
-def run_paths(pattern):
-    """``pattern`` formatted for every run and seed."""
+def run_paths(pattern, arm):
+    """``pattern`` formatted for every run and seed of ``arm``."""
     return [
-        pattern.format(simulation=sim, method=method, hp=hp, seed=seed)
-        for (sim, method, hp) in RUNS
-        for seed in config["seeds"]
+        pattern.format(arm=a, dataset=dataset, method=method, hp=hp, seed=seed)
+        for (a, dataset, method, hp) in RUNS
+        if a == arm
+        for seed in ARM_SEEDS[arm]
     ]
+
+
+def dataset_path(wildcards):
+    """The dataset a run trains on: a simulation is drawn per seed, a fold is not."""
+    if wildcards.arm == "simulation":
+        return f"{SIM_DIR}/{wildcards.dataset}/seed{wildcards.seed}/data.h5ad"
+    return f"{REPLOGLE_DIR}/{wildcards.dataset}/data.h5ad"
 
 
 def simulation_settings(wildcards):
@@ -135,8 +198,12 @@ def simulation_settings(wildcards):
     return sim
 
 
+def run_hyperparameters(wildcards):
+    return RUNS[(wildcards.arm, wildcards.dataset, wildcards.method, wildcards.hp)]
+
+
 def model_settings(wildcards):
-    hp = RUNS[(wildcards.simulation, wildcards.method, wildcards.hp)]
+    hp = run_hyperparameters(wildcards)
     m = config["model"]
     return {
         "method": wildcards.method,
@@ -152,8 +219,17 @@ def model_settings(wildcards):
     }
 
 
+def arm_config(wildcards):
+    """The arm's own configuration section (train, transfer)."""
+    return config if wildcards.arm == "simulation" else REPLOGLE
+
+
 def train_settings(wildcards):
-    return {**config["train"], "seed": int(wildcards.seed)}
+    return {**arm_config(wildcards)["train"], "seed": int(wildcards.seed)}
+
+
+def transfer_settings(wildcards):
+    return arm_config(wildcards)["transfer"]
 
 
 def job_resources(step):
@@ -169,9 +245,9 @@ def job_resources(step):
 
 def run_record(wildcards):
     """Identifiers and hyper-parameters of a run, as they appear in summary.tsv."""
-    hp = RUNS[(wildcards.simulation, wildcards.method, wildcards.hp)]
+    hp = run_hyperparameters(wildcards)
     return {
-        "simulation": wildcards.simulation,
+        ARM_ID[wildcards.arm]: wildcards.dataset,
         "method": wildcards.method,
         "seed": int(wildcards.seed),
         "run": wildcards.hp,
@@ -182,8 +258,14 @@ def run_record(wildcards):
     }
 
 
-# Figures drawn from summary.tsv (sparseshift.plots.FIGURES).
-FIGURES = ["methods", "inll"]
-SUMMARY_OUTPUTS = [f"{SIM_DIR}/summary.tsv", f"{SIM_DIR}/table1.tsv"] + [
-    f"{SIM_DIR}/figures/{figure}.{ext}" for figure in FIGURES for ext in ("png", "pdf")
-]
+# Figures drawn from an arm's summary.tsv (sparseshift.plots.FIGURES).
+FIGURES = {"simulation": ["methods", "inll"], "replogle": ["inll"]}
+
+
+def arm_outputs(arm):
+    """What an arm delivers: summary, Table 1 layout and figures."""
+    return [f"{RESULTS}/{arm}/summary.tsv", f"{RESULTS}/{arm}/table1.tsv"] + [
+        f"{RESULTS}/{arm}/figures/{figure}.{ext}"
+        for figure in FIGURES[arm]
+        for ext in ("png", "pdf")
+    ]

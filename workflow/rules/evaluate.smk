@@ -1,6 +1,6 @@
 rule transfer:
     input:
-        data=DATASET,
+        data=dataset_path,
         weights=f"{RUN_DIR}/model.pt",
         config=f"{RUN_DIR}/model.json",
         info=f"{RUN_DIR}/train_info.json",
@@ -14,9 +14,9 @@ rule transfer:
         retrain_history=f"{RUN_DIR}/transfer/retrain_history.tsv",
         finetune_history=f"{RUN_DIR}/transfer/finetune_history.tsv",
     log:
-        f"{LOG_DIR}/transfer/{{simulation}}/seed{{seed}}/{{method}}/{{hp}}.log",
+        f"{LOG_DIR}/transfer/{RUN}.log",
     benchmark:
-        f"{LOG_DIR}/transfer/{{simulation}}/seed{{seed}}/{{method}}/{{hp}}.benchmark.tsv"
+        f"{LOG_DIR}/transfer/{RUN}.benchmark.tsv"
     retries: 1
     conda:
         "../../envs/sparseshift.yaml"
@@ -25,16 +25,16 @@ rule transfer:
         **job_resources("transfer"),
     params:
         train=train_settings,
-        transfer=config["transfer"],
+        transfer=transfer_settings,
         device=config["device"],
-        checkpoint=f"{RESULTS}/checkpoints/{{simulation}}/seed{{seed}}/{{method}}/{{hp}}.transfer.pt",
+        checkpoint=f"{RESULTS}/checkpoints/{RUN}.transfer.pt",
     script:
         "../scripts/transfer.py"
 
 
 rule evaluate:
     input:
-        data=DATASET,
+        data=dataset_path,
         weights=f"{RUN_DIR}/model.pt",
         config=f"{RUN_DIR}/model.json",
         latents=f"{RUN_DIR}/latents.npz",
@@ -43,7 +43,7 @@ rule evaluate:
     output:
         f"{RUN_DIR}/metrics.json",
     log:
-        f"{LOG_DIR}/evaluate/{{simulation}}/seed{{seed}}/{{method}}/{{hp}}.log",
+        f"{LOG_DIR}/evaluate/{RUN}.log",
     conda:
         "../../envs/sparseshift.yaml"
     params:
@@ -54,29 +54,33 @@ rule evaluate:
 
 rule summarize:
     input:
-        run_paths(f"{RUN_DIR}/metrics.json"),
+        lambda wildcards: run_paths(f"{RUN_DIR}/metrics.json", wildcards.arm),
     output:
-        summary=f"{SIM_DIR}/summary.tsv",
-        table1=f"{SIM_DIR}/table1.tsv",
+        summary=f"{RESULTS}/{{arm}}/summary.tsv",
+        table1=f"{RESULTS}/{{arm}}/table1.tsv",
     log:
-        f"{LOG_DIR}/summarize.log",
+        f"{LOG_DIR}/summarize/{{arm}}.log",
     conda:
         "../../envs/sparseshift.yaml"
+    params:
+        by=lambda wildcards: ARM_ID[wildcards.arm],
     script:
         "../scripts/summarize.py"
 
 
 rule plot:
     input:
-        f"{SIM_DIR}/summary.tsv",
+        f"{RESULTS}/{{arm}}/summary.tsv",
     output:
-        png=f"{SIM_DIR}/figures/{{figure}}.png",
-        pdf=f"{SIM_DIR}/figures/{{figure}}.pdf",
+        png=f"{RESULTS}/{{arm}}/figures/{{figure}}.png",
+        pdf=f"{RESULTS}/{{arm}}/figures/{{figure}}.pdf",
     log:
-        f"{LOG_DIR}/plot/{{figure}}.log",
+        f"{LOG_DIR}/plot/{{arm}}/{{figure}}.log",
     wildcard_constraints:
-        figure="|".join(FIGURES),
+        figure="methods|inll",
     conda:
         "../../envs/sparseshift.yaml"
+    params:
+        by=lambda wildcards: ARM_ID[wildcards.arm],
     script:
         "../scripts/plot.py"

@@ -1,6 +1,6 @@
 rule simulate:
     output:
-        DATASET,
+        f"{SIM_DIR}/{{simulation}}/seed{{seed}}/data.h5ad",
     log:
         f"{LOG_DIR}/simulate/{{simulation}}/seed{{seed}}.log",
     benchmark:

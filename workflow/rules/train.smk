@@ -1,6 +1,6 @@
 rule train:
     input:
-        data=DATASET,
+        data=dataset_path,
     output:
         weights=f"{RUN_DIR}/model.pt",
         config=f"{RUN_DIR}/model.json",
@@ -8,9 +8,9 @@ rule train:
         latents=f"{RUN_DIR}/latents.npz",
         info=f"{RUN_DIR}/train_info.json",
     log:
-        f"{LOG_DIR}/train/{{simulation}}/seed{{seed}}/{{method}}/{{hp}}.log",
+        f"{LOG_DIR}/train/{RUN}.log",
     benchmark:
-        f"{LOG_DIR}/train/{{simulation}}/seed{{seed}}/{{method}}/{{hp}}.benchmark.tsv"
+        f"{LOG_DIR}/train/{RUN}.benchmark.tsv"
     retries: 1
     conda:
         "../../envs/sparseshift.yaml"
@@ -23,6 +23,6 @@ rule train:
         device=config["device"],
         # Not a declared output: Snakemake would delete it when a job fails,
         # and a rerun resumes from it.
-        checkpoint=f"{RESULTS}/checkpoints/{{simulation}}/seed{{seed}}/{{method}}/{{hp}}.pt",
+        checkpoint=f"{RESULTS}/checkpoints/{RUN}.pt",
     script:
         "../scripts/train_model.py"

@@ -1,4 +1,4 @@
-"""Rule adapter: one figure of the simulation summary (sparseshift.plots.FIGURES)."""
+"""Rule adapter: one figure of an arm's summary (sparseshift.plots.FIGURES)."""
 
 import pandas as pd
 
@@ -8,4 +8,4 @@ from sparseshift.plots import FIGURES
 io.configure_logging(snakemake.log[0])
 summary = pd.read_csv(snakemake.input[0], sep="\t")
 with io.atomic_path(snakemake.output.png) as png, io.atomic_path(snakemake.output.pdf) as pdf:
-    FIGURES[snakemake.wildcards.figure](summary, [png, pdf])
+    FIGURES[snakemake.wildcards.figure](summary, [png, pdf], by=snakemake.params.by)

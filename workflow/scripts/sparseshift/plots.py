@@ -14,11 +14,11 @@ from .model import DISPLAY_NAMES, METHODS  # noqa: E402
 PALETTE = dict(zip(DISPLAY_NAMES.values(), sns.color_palette("colorblind", len(METHODS))))
 
 
-def _with_models(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """Display names added; the methods present in the paper's order; the simulations."""
+def _with_models(summary: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Display names added; the methods present in the paper's order; the datasets."""
     df = summary.assign(model=summary["method"].map(DISPLAY_NAMES))
     order = [DISPLAY_NAMES[m] for m in METHODS if m in set(df["method"])]
-    return df, order, list(dict.fromkeys(df["simulation"]))
+    return df, order, list(dict.fromkeys(df[by]))
 
 
 def _box_strip(ax, data: pd.DataFrame, col: str, order: list[str]) -> None:
@@ -35,17 +35,17 @@ def _save(fig, paths) -> None:
     plt.close(fig)
 
 
-def plot_methods(summary: pd.DataFrame, paths) -> None:
+def plot_methods(summary: pd.DataFrame, paths, by: str = "simulation") -> None:
     """Pearson MCC and target-graph F1 per method, one point per seed (one row per simulation).
 
     Methods without a value (VAE and β-VAE have no target graph) are marked, not dropped,
     so every panel has the same axis.
     """
-    df, order, sims = _with_models(summary)
+    df, order, sims = _with_models(summary, by)
     panels = [("mcc_pearson", "Pearson MCC"), ("graph_f1", "target graph F1")]
     fig, axes = plt.subplots(len(sims), 2, figsize=(9, 3.4 * len(sims)), squeeze=False)
     for row, sim in zip(axes, sims):
-        sub = df[df["simulation"] == sim]
+        sub = df[df[by] == sim]
         for ax, (col, label) in zip(row, panels):
             data = sub.dropna(subset=[col])
             _box_strip(ax, data, col, order)
@@ -57,13 +57,17 @@ def plot_methods(summary: pd.DataFrame, paths) -> None:
     _save(fig, paths)
 
 
-def plot_inll(summary: pd.DataFrame, paths) -> None:
+def plot_inll(summary: pd.DataFrame, paths, by: str = "simulation") -> None:
     """Held-out I-NLL (-IWELBO per cell, lower is better) per method, one point per seed,
-    one panel per simulation."""
-    df, order, sims = _with_models(summary)
-    fig, axes = plt.subplots(1, len(sims), figsize=(4.8 * len(sims), 3.6), squeeze=False)
-    for ax, sim in zip(axes[0], sims):
-        sub = df[df["simulation"] == sim].dropna(subset=["inll"])
+    one panel per dataset (a simulation, or a Replogle hold-out fold: the paper's Figure 3)."""
+    df, order, sims = _with_models(summary, by)
+    ncols = min(len(sims), 3)
+    nrows = -(-len(sims) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(sims):]:
+        ax.set_visible(False)
+    for ax, sim in zip(axes.flat, sims):
+        sub = df[df[by] == sim].dropna(subset=["inll"])
         _box_strip(ax, sub, "inll", order)
         particles = sorted(set(sub["n_particles"].dropna().astype(int)))
         ax.set(

@@ -9,7 +9,8 @@ import pandas as pd
 
 from .model import DISPLAY_NAMES, METHODS
 
-ID_COLUMNS = ["simulation", "method", "seed", "run", "n_latent", "alpha", "beta", "lambda"]
+# Identifiers of a run after the dataset column (``simulation``, or ``fold`` for Replogle).
+ID_COLUMNS = ["method", "seed", "run", "n_latent", "alpha", "beta", "lambda"]
 METRIC_COLUMNS = [
     "mcc_pearson",
     "mcc_spearman",
@@ -53,20 +54,21 @@ TABLE1_COLUMNS = {
 }
 
 
-def load_metrics(paths) -> pd.DataFrame:
-    """One row per run, identifier columns first, methods in the paper's order."""
+def load_metrics(paths, by: str = "simulation") -> pd.DataFrame:
+    """One row per run, identifier columns first (the dataset column ``by``), methods in
+    the paper's order."""
     rows = []
     for path in paths:
         with open(path) as fh:
             rows.append(json.load(fh))
     df = pd.DataFrame(rows)
-    for col in ID_COLUMNS + METRIC_COLUMNS + EXTRA_COLUMNS:
+    columns = [by] + ID_COLUMNS + METRIC_COLUMNS + EXTRA_COLUMNS
+    for col in columns:
         if col not in df:
             df[col] = np.nan
-    df = df[ID_COLUMNS + METRIC_COLUMNS + EXTRA_COLUMNS]
     order = {m: i for i, m in enumerate(METHODS)}
-    return df.sort_values(
-        ["simulation", "method", "run", "seed"], key=lambda s: s.map(order) if s.name == "method" else s
+    return df[columns].sort_values(
+        [by, "method", "run", "seed"], key=lambda s: s.map(order) if s.name == "method" else s
     ).reset_index(drop=True)
 
 
@@ -79,9 +81,9 @@ def _mean_sd(values: pd.Series) -> str:
     return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
 
 
-def table1(summary: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± sd over seeds per simulation, method and hyper-parameter setting."""
-    keys = ["simulation", "method", "run"]
+def table1(summary: pd.DataFrame, by: str = "simulation") -> pd.DataFrame:
+    """Mean ± sd over seeds per dataset (column ``by``), method and hyper-parameter setting."""
+    keys = [by, "method", "run"]
     out = (
         summary.groupby(keys, sort=False)
         .agg(

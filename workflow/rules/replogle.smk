@@ -1,0 +1,57 @@
+rule download:
+    output:
+        f"{REPLOGLE['data_dir']}/{{filename}}",
+    log:
+        f"{LOG_DIR}/download/{{filename}}.log",
+    wildcard_constraints:
+        filename="|".join(re.escape(name) for name in DOWNLOADS),
+    conda:
+        "../../envs/sparseshift.yaml"
+    params:
+        url=lambda wildcards: DOWNLOADS[wildcards.filename]["url"],
+        size=lambda wildcards: DOWNLOADS[wildcards.filename]["size"],
+        md5=lambda wildcards: DOWNLOADS[wildcards.filename]["md5"],
+    script:
+        "../scripts/download.py"
+
+
+rule preprocess_replogle:
+    input:
+        h5ad=REPLOGLE_H5AD,
+        table=REPLOGLE_TABLE,
+    output:
+        f"{REPLOGLE_DIR}/processed.h5ad",
+    log:
+        f"{LOG_DIR}/replogle/preprocess.log",
+    benchmark:
+        f"{LOG_DIR}/replogle/preprocess.benchmark.tsv"
+    retries: 1
+    conda:
+        "../../envs/sparseshift.yaml"
+    resources:
+        mem_mb=lambda wildcards, attempt: 3000 * attempt,
+    params:
+        max_controls=REPLOGLE["max_controls"],
+    script:
+        "../scripts/preprocess_replogle.py"
+
+
+rule replogle_fold:
+    input:
+        data=f"{REPLOGLE_DIR}/processed.h5ad",
+        table=REPLOGLE_TABLE,
+    output:
+        f"{REPLOGLE_DIR}/{{dataset}}/data.h5ad",
+    log:
+        f"{LOG_DIR}/replogle/fold_{{dataset}}.log",
+    conda:
+        "../../envs/sparseshift.yaml"
+    resources:
+        mem_mb=lambda wildcards, attempt: 3000 * attempt,
+    params:
+        fold=lambda wildcards: FOLDS[wildcards.dataset],
+        n_effect=REPLOGLE["n_effect"],
+        n_pcs=REPLOGLE["n_pcs"],
+        controls_in_training=REPLOGLE["controls_in_training"],
+    script:
+        "../scripts/replogle_fold.py"

@@ -1,0 +1,17 @@
+"""Rule adapter: the training dataset of one Replogle hold-out fold."""
+
+from sparseshift import io
+from sparseshift.replogle import fold_perturbations, make_fold, read_table_s3
+from sparseshift.run import read_dataset
+
+io.configure_logging(snakemake.log[0])
+path = snakemake.input.data
+adata = read_dataset(path)
+clusters, _ = read_table_s3(snakemake.input.table)
+fold = snakemake.params.fold
+heldout = fold_perturbations(
+    adata, fold, clusters, n_effect=snakemake.params.n_effect, n_pcs=snakemake.params.n_pcs, path=path
+)
+keep_controls = snakemake.params.controls_in_training
+dataset = make_fold(adata, heldout, fold["name"], keep_controls_in_training=keep_controls, path=path)
+io.write_h5ad(dataset, snakemake.output[0])
