@@ -66,7 +66,7 @@ def planned_jobs(workdir, *args, targets=()) -> dict[str, int]:
 def test_dry_run_plans_every_run(tmp_path, args, targets, n_sim, n_replogle):
     jobs = planned_jobs(tmp_path, *args, targets=targets)
     n_runs = n_sim + n_replogle
-    assert jobs["train"] == jobs["transfer"] == jobs["evaluate"] == n_runs
+    assert jobs["train"] == jobs["transfer"] == jobs["evaluate"] == jobs["enrichment"] == n_runs
     assert jobs["simulate"] == n_sim // 5
     if n_replogle:  # the 66 GB file and Table S3 are downloaded, then preprocessed once
         assert jobs["download"] == 2 and jobs["preprocess_replogle"] == 1 and jobs["replogle_fold"] == 9
@@ -175,6 +175,25 @@ def test_run_outputs_are_loadable(tiny_run):
     assert torch.equal(tuned["decoder.0.weight"], retrained["decoder.0.weight"])
     # checkpoints are removed once a run completes
     assert not list((tiny_run / "checkpoints").rglob("*.pt"))
+
+
+def test_enrichment_of_the_latents(tiny_run):
+    run = tiny_run / "simulation" / "tiny" / "seed0" / "svae_plus" / "p4_alpha10" / "enrichment"
+    scores = pd.read_csv(run / "latent_gene_scores.tsv", sep="\t")
+    assert len(scores) == 4 * 30 and set(scores["latent"]) == {0, 1, 2, 3}
+    assert all(sorted(ranks) == list(range(1, 31)) for _, ranks in scores.groupby("latent")["rank"])
+    gsea = pd.read_csv(run / "gsea.tsv", sep="\t")
+    # the simulation's own gene sets: the genes each true latent drives, both directions
+    assert set(gsea["library"]) == {"dataset"} and set(gsea["latent"]) == {0, 1, 2, 3}
+    assert set(gsea["term"]) == {f"z{j} {d}" for j in range(4) for d in ("up", "down")}
+    assert gsea["fdr"].between(0, 1).all() and gsea["nes"].notna().all()
+    targets = pd.read_csv(run / "latent_targets.tsv", sep="\t")
+    assert set(targets["group"]) <= {f"targets z{j}" for j in range(4)} and len(targets) > 0
+    assert targets["pval"].between(0, 1).all() and (targets["fdr"] >= targets["pval"] - 1e-12).all()
+    for name in ("gsea_dotplot", "latent_targets"):
+        assert (run / f"{name}.png").stat().st_size > 1000 and (run / f"{name}.pdf").exists()
+    vae = tiny_run / "simulation" / "tiny" / "seed0" / "vae" / "p4" / "enrichment"
+    assert pd.read_csv(vae / "latent_targets.tsv", sep="\t").empty  # no target graph
 
 
 def test_rerun_has_nothing_to_do(tiny_run):

@@ -100,7 +100,13 @@ SIMULATIONS = {sim["name"]: sim for sim in config["simulations"]}
 REPLOGLE = config["replogle"]
 # Downloadable inputs by file name, and the two inputs of the Replogle arm: the
 # user's own files when the config names them, else where the download rule puts them.
-DOWNLOADS = {d["file"]: d for d in REPLOGLE["downloads"].values()}
+ENRICHMENT = config["enrichment"]
+DOWNLOADS = {
+    f"{REPLOGLE['data_dir']}/{d['file']}": d for d in REPLOGLE["downloads"].values()
+} | {
+    f"{ENRICHMENT['download_dir']}/{d['file']}": d
+    for d in ENRICHMENT["downloads"].values()
+}
 REPLOGLE_H5AD = (
     REPLOGLE["h5ad"]
     or f"{REPLOGLE['data_dir']}/{REPLOGLE['downloads'][REPLOGLE['dataset']]['file']}"
@@ -232,6 +238,30 @@ def transfer_settings(wildcards):
     return arm_config(wildcards)["transfer"]
 
 
+def enrichment_settings(wildcards):
+    settings = dict(ENRICHMENT)
+    for key in ("methods", "libraries", "downloads", "download_dir"):
+        del settings[key]
+    return {**settings, "seed": int(wildcards.seed)}
+
+
+def library_path(path):
+    """A GMT library: as given when it exists or is downloaded, else the copy shipped in
+    the repository's resources/ (so that runs from another working directory find it).
+    """
+    if Path(path).is_absolute() or path in DOWNLOADS or Path(path).exists():
+        return path
+    shipped = Path(workflow.basedir).parent / path
+    return str(shipped) if shipped.exists() else path
+
+
+def enrichment_libraries(wildcards):
+    """GMT libraries of an arm's gene symbols (simulated genes have none: their own sets)."""
+    if wildcards.arm != "replogle":
+        return []
+    return [library_path(path) for path in ENRICHMENT["libraries"]]
+
+
 def job_resources(step):
     """Cluster resources of a job of ``step`` (config key resources.<step>); memory
     grows with each retry."""
@@ -264,8 +294,17 @@ FIGURES = {"simulation": ["methods", "inll"], "replogle": ["inll"]}
 
 def arm_outputs(arm):
     """What an arm delivers: summary, Table 1 layout and figures."""
-    return [f"{RESULTS}/{arm}/summary.tsv", f"{RESULTS}/{arm}/table1.tsv"] + [
-        f"{RESULTS}/{arm}/figures/{figure}.{ext}"
-        for figure in FIGURES[arm]
-        for ext in ("png", "pdf")
-    ]
+    return (
+        [f"{RESULTS}/{arm}/summary.tsv", f"{RESULTS}/{arm}/table1.tsv"]
+        + [
+            f"{RESULTS}/{arm}/figures/{figure}.{ext}"
+            for figure in FIGURES[arm]
+            for ext in ("png", "pdf")
+        ]
+        + [
+            f"{RESULTS}/{arm}/{dataset}/seed{seed}/{method}/{hp}/enrichment/gsea.tsv"
+            for (a, dataset, method, hp) in RUNS
+            if a == arm and method in ENRICHMENT["methods"]
+            for seed in ARM_SEEDS[arm]
+        ]
+    )

@@ -52,6 +52,30 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
+rule enrichment:
+    input:
+        data=dataset_path,
+        weights=f"{RUN_DIR}/model.pt",
+        config=f"{RUN_DIR}/model.json",
+        libraries=enrichment_libraries,
+    output:
+        scores=f"{RUN_DIR}/enrichment/latent_gene_scores.tsv",
+        gsea=f"{RUN_DIR}/enrichment/gsea.tsv",
+        targets=f"{RUN_DIR}/enrichment/latent_targets.tsv",
+        dotplot_png=f"{RUN_DIR}/enrichment/gsea_dotplot.png",
+        dotplot_pdf=f"{RUN_DIR}/enrichment/gsea_dotplot.pdf",
+        targets_png=f"{RUN_DIR}/enrichment/latent_targets.png",
+        targets_pdf=f"{RUN_DIR}/enrichment/latent_targets.pdf",
+    log:
+        f"{LOG_DIR}/enrichment/{RUN}.log",
+    conda:
+        "../../envs/sparseshift.yaml"
+    params:
+        settings=enrichment_settings,
+    script:
+        "../scripts/enrichment.py"
+
+
 rule summarize:
     input:
         lambda wildcards: run_paths(f"{RUN_DIR}/metrics.json", wildcards.arm),

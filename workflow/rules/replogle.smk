@@ -1,16 +1,16 @@
 rule download:
     output:
-        f"{REPLOGLE['data_dir']}/{{filename}}",
+        "{download}",
     log:
-        f"{LOG_DIR}/download/{{filename}}.log",
+        f"{LOG_DIR}/download/{{download}}.log",
     wildcard_constraints:
-        filename="|".join(re.escape(name) for name in DOWNLOADS),
+        download="|".join(re.escape(path) for path in DOWNLOADS),
     conda:
         "../../envs/sparseshift.yaml"
     params:
-        url=lambda wildcards: DOWNLOADS[wildcards.filename]["url"],
-        size=lambda wildcards: DOWNLOADS[wildcards.filename]["size"],
-        md5=lambda wildcards: DOWNLOADS[wildcards.filename]["md5"],
+        url=lambda wildcards: DOWNLOADS[wildcards.download]["url"],
+        size=lambda wildcards: DOWNLOADS[wildcards.download]["size"],
+        md5=lambda wildcards: DOWNLOADS[wildcards.download]["md5"],
     script:
         "../scripts/download.py"
 

@@ -1,7 +1,7 @@
 """Rule adapter: the training dataset of one Replogle hold-out fold."""
 
 from sparseshift import io
-from sparseshift.replogle import fold_perturbations, make_fold, read_table_s3
+from sparseshift.replogle import expression_programs, fold_perturbations, make_fold, read_table_s3
 from sparseshift.run import read_dataset
 
 io.configure_logging(snakemake.log[0])
@@ -14,4 +14,5 @@ heldout = fold_perturbations(
 )
 keep_controls = snakemake.params.controls_in_training
 dataset = make_fold(adata, heldout, fold["name"], keep_controls_in_training=keep_controls, path=path)
+dataset.uns["gene_sets"] = expression_programs(snakemake.input.table)  # for the enrichment rule
 io.write_h5ad(dataset, snakemake.output[0])

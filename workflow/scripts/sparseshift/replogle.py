@@ -92,6 +92,28 @@ def _sheets_found(sheets: dict[str, pd.DataFrame]) -> str:
     return "sheets " + "; ".join(parts) if parts else "no sheets"
 
 
+def _read_sheets(path) -> dict[str, pd.DataFrame]:
+    try:
+        return pd.read_excel(path, sheet_name=None, header=None, dtype=object, engine="openpyxl")
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise InputError(path, "(file)", "an .xlsx workbook", f"{type(err).__name__}: {err}") from err
+
+
+def expression_programs(path) -> dict[str, list[str]]:
+    """Table S3's expression programs as gene sets: ``program: <manual_annotation>`` -> members
+    (programs sharing an annotation are merged)."""
+    found = _find_table(_read_sheets(path), PROGRAM_COLUMNS)
+    if found is None:
+        raise InputError(path, "sheet with columns manual_annotation, members",
+                         "a sheet whose header row holds these columns", "none")
+    programs: dict[str, list[str]] = {}
+    for k, (name, members) in enumerate(zip(found[1]["manual_annotation"], found[1]["members"])):
+        label = " ".join(str(name).split()) if isinstance(name, str) and name.strip() else f"program {k + 1}"
+        merged = programs.setdefault(f"program: {label}", [])
+        merged.extend(g for g in _split_members(members) if g not in merged)
+    return {name: genes for name, genes in programs.items() if genes}
+
+
 def read_table_s3(path) -> tuple[pd.DataFrame, list[str]]:
     """Perturbation clusters and expression-program genes of Replogle's Table S3.
 
@@ -102,10 +124,7 @@ def read_table_s3(path) -> tuple[pd.DataFrame, list[str]]:
     and the sorted unique symbols of all expression programs. ``clusters.attrs["path"]``
     is the workbook's path.
     """
-    try:
-        sheets = pd.read_excel(path, sheet_name=None, header=None, dtype=object, engine="openpyxl")
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
-        raise InputError(path, "(file)", "an .xlsx workbook", f"{type(err).__name__}: {err}") from err
+    sheets = _read_sheets(path)
     found = _find_table(sheets, CLUSTER_COLUMNS)
     if found is None:
         raise InputError(path, "sheet with columns best_description, members",

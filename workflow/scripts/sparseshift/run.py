@@ -246,3 +246,47 @@ def transfer_from_files(
     io.write_json(summary, outputs["summary"])
     Path(checkpoint).unlink(missing_ok=True)
     return summary
+
+
+def enrichment_from_files(inputs: dict, settings: dict, outputs: dict) -> None:
+    """The enrichment job of one trained run: latent gene scores, GSEA against the dataset's
+    own gene sets and the configured GMT libraries, latent targets, and their figures."""
+    from . import enrichment, plots
+
+    adata = read_dataset(inputs["data"])
+    model = SparseShiftVAE.load(inputs["weights"], inputs["config"])
+    cells = np.flatnonzero(training_cells(adata))
+    rng = np.random.default_rng(settings["seed"])
+    if len(cells) > settings["max_cells"]:
+        cells = np.sort(rng.choice(cells, settings["max_cells"], replace=False))
+    x = torch.as_tensor(count_matrix(adata[cells], inputs["data"]))
+    scores = enrichment.latent_gene_scores(model, x, delta=settings["delta"])
+    genes = adata.var["gene_name"] if "gene_name" in adata.var else adata.var_names
+    io.write_tsv(enrichment.scores_frame(scores, genes), outputs["scores"])
+
+    libraries = {"dataset": enrichment.dataset_gene_sets(adata)}
+    for path in inputs.get("libraries", []):
+        libraries[Path(path).name.split(".")[0]] = enrichment.read_gmt(path)
+    libraries = {name: sets for name, sets in libraries.items() if sets}
+    table = enrichment.gsea(
+        scores, genes, libraries, permutations=settings["permutations"], min_size=settings["min_size"],
+        max_size=settings["max_size"], seed=settings["seed"],
+    )
+    io.write_tsv(table, outputs["gsea"])
+
+    graph = model.prior.target_graph()
+    if graph is None:
+        targets = pd.DataFrame(columns=enrichment.TARGET_COLUMNS)
+    else:
+        labels, names = perturbation_labels(adata, inputs["data"])
+        learned = np.unique(labels[training_cells(adata)])  # the graph's rows that were trained
+        groups = enrichment.perturbation_groups(adata)
+        targets = enrichment.latent_targets(graph.cpu().numpy()[learned], np.asarray(names)[learned], groups)
+    io.write_tsv(targets, outputs["targets"])
+
+    with io.atomic_path(outputs["dotplot_png"]) as png, io.atomic_path(outputs["dotplot_pdf"]) as pdf:
+        plots.plot_gsea_dotplot(table, [png, pdf])
+    with io.atomic_path(outputs["targets_png"]) as png, io.atomic_path(outputs["targets_pdf"]) as pdf:
+        plots.plot_latent_targets(targets, [png, pdf])
+    log.info("enrichment: %d latents x %d genes, %d gene-set tests, %d target tests",
+             scores.shape[0], scores.shape[1], len(table), len(targets))

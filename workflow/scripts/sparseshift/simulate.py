@@ -252,15 +252,41 @@ def decode(
     (optionally divided by their overall standard deviation) go through a
     softmax over genes (rows sum to 1) or over cells (columns sum to 1).
     """
+    logits = decoder_logits(weights, z)
+    if standardize_logits:
+        logits = logits / logits.std()
+    return scipy.special.softmax(logits, axis=1 if softmax_over == "genes" else 0)
+
+
+def decoder_logits(weights: list[np.ndarray], z: np.ndarray) -> np.ndarray:
+    """The decoder's output before normalisation: LeakyReLU(0.2) layers, linear last."""
     if not weights:
         raise ValueError("weights must contain at least one matrix")
     h = np.asarray(z, dtype=np.float64)
     for w in weights[:-1]:
         h = _leaky_relu(h @ w)
-    logits = h @ weights[-1]
-    if standardize_logits:
-        logits = logits / logits.std()
-    return scipy.special.softmax(logits, axis=1 if softmax_over == "genes" else 0)
+    return h @ weights[-1]
+
+
+def latent_gene_programs(
+    weights: list[np.ndarray], z: np.ndarray, genes: list[str], n_top: int
+) -> dict[str, list[str]]:
+    """The genes each true latent drives: ``z<j> up`` / ``z<j> down``, the ``n_top`` genes
+    whose decoder logit rises / falls most when z_j moves by one prior standard deviation
+    (central difference, averaged over the cells ``z``).
+
+    These are the simulation's own gene sets: enrichment of a learned latent's gene
+    scores in ``z<j> up`` says which true latent it captured.
+    """
+    out = {}
+    for j in range(z.shape[1]):
+        step = np.zeros(z.shape[1])
+        step[j] = 0.5
+        effect = (decoder_logits(weights, z + step) - decoder_logits(weights, z - step)).mean(0)
+        order = np.argsort(-effect, kind="stable")
+        out[f"z{j} up"] = [genes[g] for g in order[:n_top]]
+        out[f"z{j} down"] = [genes[g] for g in order[::-1][:n_top]]
+    return out
 
 
 def _names(prefix: str, n: int, min_width: int) -> list[str]:
@@ -286,7 +312,9 @@ def simulate(cfg: SimulationConfig) -> ad.AnnData:
         ``perturbation_index`` (int) and ``split`` (categorical
         ``train``/``heldout``), ``obsm["z_true"]`` (float32 latents) and
         ``uns`` entries ``targets`` (int8 ``K x p``), ``shifts`` (float32
-        ``K x p``), ``perturbations`` (names) and ``simulation`` (config).
+        ``K x p``), ``perturbations`` (names), ``simulation`` (config) and
+        ``gene_sets`` (the genes each true latent drives, see
+        :func:`latent_gene_programs`).
     """
     rng = np.random.default_rng(cfg.seed)
     targets, shifts = sample_targets(cfg, rng)
@@ -309,7 +337,9 @@ def simulate(cfg: SimulationConfig) -> ad.AnnData:
         },
         index=pd.Index(_names("cell", cfg.n_cells, 6)),
     )
-    var = pd.DataFrame(index=pd.Index(_names("gene", cfg.n_genes, 3)))
+    genes = _names("gene", cfg.n_genes, 3)
+    var = pd.DataFrame(index=pd.Index(genes))
+    programs = latent_gene_programs(weights, z, genes, n_top=max(5, cfg.n_genes // 10))
 
     return ad.AnnData(
         X=counts.astype(np.float32),
@@ -321,6 +351,7 @@ def simulate(cfg: SimulationConfig) -> ad.AnnData:
             "shifts": shifts.astype(np.float32),
             "perturbations": pert_names,
             "simulation": cfg.to_dict(),
+            "gene_sets": programs,
         },
     )
 

@@ -1,0 +1,196 @@
+"""What each learned latent means: gene scores, gene-set enrichment, targeting perturbations.
+
+For a trained model and its dataset:
+
+* **Gene scores** (:func:`latent_gene_scores`): for latent k and gene g, the mean change of
+  log normalised expression, ``log softmax(f(z))_g``, when z_k moves by one prior standard
+  deviation (a central difference, z_k ± 1/2) around the posterior means of the cells. The
+  decoder is non-linear, so the effect of a latent depends on where the cells sit; averaging
+  finite differences over the cells weights it by where the data are, and a one-sd step is
+  the scale of the prior. Log normalised expression makes the library size cancel and puts
+  genes of different abundance on one scale (a log fold change).
+* **Preranked GSEA** (:func:`gsea`) of each latent's gene scores with gseapy, against local
+  gene sets only (GMT files and the dataset's own sets); positive NES: the set rises with the
+  latent, negative: it falls.
+* **Latent targets** (:func:`latent_targets`), for priors that learn a target graph: the
+  perturbations whose mask hits each latent, and the over-representation of perturbation
+  groups among them (hypergeometric test, Benjamini-Hochberg FDR).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+import torch
+
+from .io import InputError
+
+log = logging.getLogger(__name__)
+
+GSEA_COLUMNS = ["latent", "library", "term", "size", "es", "nes", "pval", "fdr", "leading_edge"]
+TARGET_COLUMNS = ["latent", "group", "n_group", "n_targeting", "overlap", "pval", "fdr", "perturbations"]
+
+
+@torch.no_grad()
+def latent_gene_scores(model, x: torch.Tensor, *, delta: float = 1.0, chunk: int = 1024) -> np.ndarray:
+    """(n_latent, n_genes) mean change of log normalised expression per ``delta`` step of a latent.
+
+    ``x`` are the counts of the cells to average over (their posterior means are used);
+    deterministic: no sampling.
+    """
+    model.eval()
+    p = model.cfg.n_latent
+    steps = delta / 2 * torch.eye(p, dtype=x.dtype, device=x.device)  # (p, p): row k moves z_k
+    total = torch.zeros(p, model.cfg.n_genes, dtype=torch.float64, device=x.device)
+    for xs in x.split(chunk):
+        z = model.encode(xs).loc  # (c, p)
+        up = model.decoder(z[None] + steps[:, None]).log_softmax(-1)  # (p, c, genes)
+        down = model.decoder(z[None] - steps[:, None]).log_softmax(-1)
+        total += (up - down).sum(1).double()
+    return (total / x.shape[0]).cpu().numpy()
+
+
+def scores_frame(scores: np.ndarray, genes) -> pd.DataFrame:
+    """Long table: one row per latent and gene, ranked within each latent."""
+    df = pd.DataFrame(scores.T, index=pd.Index(genes, name="gene"), columns=range(scores.shape[0]))
+    long = df.rename_axis(columns="latent").stack().rename("score").reset_index()
+    long["rank"] = long.groupby("latent")["score"].rank(ascending=False, method="first").astype(int)
+    return long.sort_values(["latent", "rank"])[["latent", "gene", "score", "rank"]].reset_index(drop=True)
+
+
+def read_gmt(path) -> dict[str, list[str]]:
+    """Gene sets of a GMT file (plain or gzipped): name, description, genes, tab-separated."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    sets = {}
+    try:
+        with opener(path, "rt") as fh:
+            for n, line in enumerate(fh, 1):
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) < 3:
+                    raise InputError(path, f"line {n}", "name, description and genes separated by tabs", line[:80])
+                sets[parts[0]] = [g for g in parts[2:] if g]
+    except OSError as err:
+        raise InputError(path, "(file)", "a readable GMT file", str(err)) from err
+    return sets
+
+
+def dataset_gene_sets(adata) -> dict[str, list[str]]:
+    """The dataset's own gene sets (``uns["gene_sets"]``: a simulation's true latent programs,
+    Replogle's expression programs)."""
+    return {name: [str(g) for g in genes] for name, genes in dict(adata.uns.get("gene_sets", {})).items()}
+
+
+def gsea(
+    scores: np.ndarray,
+    genes,
+    libraries: dict[str, dict[str, list[str]]],
+    *,
+    permutations: int = 100,
+    min_size: int = 5,
+    max_size: int = 500,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """gseapy preranked GSEA of every latent's scores against every library (local sets only).
+
+    Sets are restricted to the genes scored; libraries with no set of ``min_size`` to
+    ``max_size`` scored genes are skipped with a warning.
+    """
+    import gseapy
+
+    genes = pd.Index(genes).astype(str)
+    rows = []
+    for name, sets in libraries.items():
+        usable = {t: g for t, g in sets.items() if min_size <= len(genes.intersection(g)) <= max_size}
+        if not usable:
+            log.warning("gene-set library %s: no set with %d-%d of the %d genes scored", name,
+                        min_size, max_size, len(genes))
+            continue
+        for k, latent_scores in enumerate(scores):
+            ranking = pd.Series(latent_scores, index=genes).sort_values(ascending=False)
+            res = gseapy.prerank(
+                rnk=ranking, gene_sets=usable, permutation_num=permutations, min_size=min_size,
+                max_size=max_size, seed=seed, threads=1, outdir=None, no_plot=True, verbose=False,
+            ).res2d
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "latent": k,
+                        "library": name,
+                        "term": res["Term"].astype(str),
+                        "size": res["Tag %"].astype(str).str.split("/").str[1].astype(int),
+                        "es": res["ES"].astype(float),
+                        "nes": res["NES"].astype(float),
+                        "pval": res["NOM p-val"].astype(float),
+                        "fdr": res["FDR q-val"].astype(float),
+                        "leading_edge": res["Lead_genes"].astype(str),
+                    }
+                )
+            )
+    if not rows:
+        return pd.DataFrame(columns=GSEA_COLUMNS)
+    out = pd.concat(rows, ignore_index=True)
+    return out.sort_values(["latent", "fdr", "pval", "nes"], key=_abs_if_nes).reset_index(drop=True)
+
+
+def _abs_if_nes(col: pd.Series) -> pd.Series:
+    return -col.abs() if col.name == "nes" else col
+
+
+def perturbation_groups(adata) -> dict[str, list[str]]:
+    """Groups of perturbations to test among a latent's targeting perturbations: Replogle's
+    Table S3 clusters (``obs["cluster"]``) or, in a simulation, the perturbations truly
+    targeting each latent (``targets z<j>``)."""
+    if "cluster" in adata.obs:
+        pairs = adata.obs[["perturbation", "cluster"]].astype(str).drop_duplicates()
+        return {c: sorted(g["perturbation"]) for c, g in pairs.groupby("cluster")}
+    if "targets" in adata.uns:
+        names = np.asarray(adata.uns["perturbations"]).astype(str)
+        targets = np.asarray(adata.uns["targets"]).astype(bool)
+        return {f"targets z{j}": sorted(names[targets[:, j]]) for j in range(targets.shape[1])}
+    return {}
+
+
+def hypergeometric_sf(overlap: int, population: int, group: int, draws: int) -> float:
+    """P(X >= overlap) for X ~ Hypergeometric(population, group successes, draws)."""
+    return float(scipy.stats.hypergeom.sf(overlap - 1, population, group, draws))
+
+
+def latent_targets(graph: np.ndarray, perturbations, groups: dict[str, list[str]]) -> pd.DataFrame:
+    """Over-representation of each perturbation group among the perturbations targeting each latent.
+
+    ``graph`` (n_perturbations, n_latent) is the learned binary target graph restricted to
+    the perturbations it was learned on (``perturbations``), which are the population of the
+    test. One row per latent and group; FDR by Benjamini-Hochberg over the whole table.
+    """
+    perturbations = np.asarray(perturbations).astype(str)
+    population = len(perturbations)
+    rows = []
+    for k in range(graph.shape[1]):
+        targeting = set(perturbations[graph[:, k].astype(bool)])
+        for name, members in groups.items():
+            members = set(members) & set(perturbations)
+            if not members:
+                continue
+            overlap = sorted(targeting & members)
+            rows.append(
+                {
+                    "latent": k,
+                    "group": name,
+                    "n_group": len(members),
+                    "n_targeting": len(targeting),
+                    "overlap": len(overlap),
+                    "pval": hypergeometric_sf(len(overlap), population, len(members), len(targeting)),
+                    "perturbations": ",".join(overlap),
+                }
+            )
+    if not rows:
+        return pd.DataFrame(columns=TARGET_COLUMNS)
+    out = pd.DataFrame(rows)
+    out["fdr"] = scipy.stats.false_discovery_control(out["pval"].to_numpy(), method="bh")
+    return out[TARGET_COLUMNS].sort_values(["latent", "pval", "group"]).reset_index(drop=True)
