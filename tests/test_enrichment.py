@@ -101,7 +101,9 @@ def test_latent_targets_find_the_planted_group_and_fdr_is_monotone():
     assert "absent" not in set(table["group"])
     best = table.loc[table["pval"].idxmin()]
     assert (best["latent"], best["group"], best["overlap"]) == (2, "A", 8)  # ... which group A is
-    assert best["perturbations"] == ",".join(sorted(groups["A"]))
+    assert best["perturbations"] == ",".join(sorted(groups["A"])) == best["targeting"]
+    latent0 = table[table["latent"] == 0].iloc[0]
+    assert latent0["targeting"] == "p11,p17,p25,p3" and latent0["n_targeting"] == 4
     ordered = table.sort_values("pval")
     assert ordered["fdr"].is_monotonic_increasing and (table["fdr"] >= table["pval"]).all()
 
@@ -131,11 +133,11 @@ def test_simulation_gene_sets_and_perturbation_groups():
     adata = simulate(SimulationConfig(n_latent=3, n_perturbations=6, n_heldout=1, cells_per_perturbation=30,
                                       n_genes=40, seed=0))
     sets = enrichment.dataset_gene_sets(adata)
-    assert sorted(sets) == ["z0 down", "z0 up", "z1 down", "z1 up", "z2 down", "z2 up"]
-    assert all(len(g) == 5 for g in sets.values()) and not set(sets["z0 up"]) & set(sets["z0 down"])
+    assert sorted(sets) == [f"true z{j} {d}" for j in range(3) for d in ("down", "up")]
+    assert all(len(g) == 5 for g in sets.values()) and not set(sets["true z0 up"]) & set(sets["true z0 down"])
     groups = enrichment.perturbation_groups(adata)
     targets = np.asarray(adata.uns["targets"]).astype(bool)
-    assert groups["targets z1"] == sorted(np.asarray(adata.uns["perturbations"])[targets[:, 1]])
+    assert groups["targets of true z1"] == sorted(np.asarray(adata.uns["perturbations"])[targets[:, 1]])
     clustered = adata.copy()
     clustered.obs["cluster"] = np.where(clustered.obs["perturbation_index"] < 3, "first", "second")
     assert enrichment.perturbation_groups(clustered) == {

@@ -185,10 +185,10 @@ def test_enrichment_of_the_latents(tiny_run):
     gsea = pd.read_csv(run / "gsea.tsv", sep="\t")
     # the simulation's own gene sets: the genes each true latent drives, both directions
     assert set(gsea["library"]) == {"dataset"} and set(gsea["latent"]) == {0, 1, 2, 3}
-    assert set(gsea["term"]) == {f"z{j} {d}" for j in range(4) for d in ("up", "down")}
+    assert set(gsea["term"]) == {f"true z{j} {d}" for j in range(4) for d in ("up", "down")}
     assert gsea["fdr"].between(0, 1).all() and gsea["nes"].notna().all()
     targets = pd.read_csv(run / "latent_targets.tsv", sep="\t")
-    assert set(targets["group"]) <= {f"targets z{j}" for j in range(4)} and len(targets) > 0
+    assert set(targets["group"]) <= {f"targets of true z{j}" for j in range(4)} and len(targets) > 0
     assert targets["pval"].between(0, 1).all() and (targets["fdr"] >= targets["pval"] - 1e-12).all()
     for name in ("gsea_dotplot", "latent_targets"):
         assert (run / f"{name}.png").stat().st_size > 1000 and (run / f"{name}.pdf").exists()

@@ -33,7 +33,9 @@ from .io import InputError
 log = logging.getLogger(__name__)
 
 GSEA_COLUMNS = ["latent", "library", "term", "size", "es", "nes", "pval", "fdr", "leading_edge"]
-TARGET_COLUMNS = ["latent", "group", "n_group", "n_targeting", "overlap", "pval", "fdr", "perturbations"]
+TARGET_COLUMNS = [
+    "latent", "group", "n_group", "n_targeting", "overlap", "pval", "fdr", "perturbations", "targeting",
+]
 
 
 @torch.no_grad()
@@ -145,14 +147,14 @@ def _abs_if_nes(col: pd.Series) -> pd.Series:
 def perturbation_groups(adata) -> dict[str, list[str]]:
     """Groups of perturbations to test among a latent's targeting perturbations: Replogle's
     Table S3 clusters (``obs["cluster"]``) or, in a simulation, the perturbations truly
-    targeting each latent (``targets z<j>``)."""
+    targeting each latent (``targets of true z<j>``)."""
     if "cluster" in adata.obs:
         pairs = adata.obs[["perturbation", "cluster"]].astype(str).drop_duplicates()
         return {c: sorted(g["perturbation"]) for c, g in pairs.groupby("cluster")}
     if "targets" in adata.uns:
         names = np.asarray(adata.uns["perturbations"]).astype(str)
         targets = np.asarray(adata.uns["targets"]).astype(bool)
-        return {f"targets z{j}": sorted(names[targets[:, j]]) for j in range(targets.shape[1])}
+        return {f"targets of true z{j}": sorted(names[targets[:, j]]) for j in range(targets.shape[1])}
     return {}
 
 
@@ -166,13 +168,16 @@ def latent_targets(graph: np.ndarray, perturbations, groups: dict[str, list[str]
 
     ``graph`` (n_perturbations, n_latent) is the learned binary target graph restricted to
     the perturbations it was learned on (``perturbations``), which are the population of the
-    test. One row per latent and group; FDR by Benjamini-Hochberg over the whole table.
+    test. One row per latent and group; FDR by Benjamini-Hochberg over the whole table;
+    ``perturbations``: the group's members targeting the latent, ``targeting``: every
+    perturbation targeting it.
     """
     perturbations = np.asarray(perturbations).astype(str)
     population = len(perturbations)
     rows = []
     for k in range(graph.shape[1]):
         targeting = set(perturbations[graph[:, k].astype(bool)])
+        listed = ",".join(sorted(targeting))
         for name, members in groups.items():
             members = set(members) & set(perturbations)
             if not members:
@@ -187,6 +192,7 @@ def latent_targets(graph: np.ndarray, perturbations, groups: dict[str, list[str]
                     "overlap": len(overlap),
                     "pval": hypergeometric_sf(len(overlap), population, len(members), len(targeting)),
                     "perturbations": ",".join(overlap),
+                    "targeting": listed,
                 }
             )
     if not rows:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -83,27 +85,33 @@ def plot_inll(summary: pd.DataFrame, paths, by: str = "simulation") -> None:
 FIGURES = {"methods": plot_methods, "inll": plot_inll}
 
 
-def plot_gsea_dotplot(table: pd.DataFrame, paths, top: int = 3) -> None:
-    """Latents × their ``top`` gene sets (lowest FDR, then largest |NES|): colour NES, size −log10 FDR."""
+def plot_gsea_dotplot(table: pd.DataFrame, paths, top: int = 3, max_terms: int = 40) -> None:
+    """Latents × their ``top`` gene sets (lowest FDR, then largest |NES|; at most ``max_terms``
+    rows, the most significant first): colour NES, size −log10 FDR."""
     fig, ax = plt.subplots(figsize=(8, 6))
     if table.empty:
         ax.text(0.5, 0.5, "no gene set could be tested", ha="center", va="center")
         ax.set_axis_off()
         return _save(fig, paths)
     best = table.assign(abs_nes=table["nes"].abs()).sort_values(["fdr", "abs_nes"], ascending=[True, False])
-    terms = list(dict.fromkeys(best.groupby("latent").head(top)["term"]))
+    terms = list(dict.fromkeys(best.groupby("latent").head(top)["term"]))[:max_terms]
     data = table[table["term"].isin(terms)].copy()
     data["−log10 FDR"] = -np.log10(data["fdr"].clip(lower=1e-3))
-    data["latent"] = "z" + data["latent"].astype(str)
+    data["NES"] = data["nes"]
+    data["latent"] = data["latent"].astype(str)
     limit = float(data["nes"].abs().max()) or 1.0
     fig.set_size_inches(max(6, 0.45 * data["latent"].nunique() + 4), max(4, 0.3 * len(terms) + 1.5))
     sns.scatterplot(
-        data=data, x="latent", y="term", hue="nes", size="−log10 FDR", palette="vlag",
+        data=data, x="latent", y="term", hue="NES", size="−log10 FDR", palette="vlag",
         hue_norm=(-limit, limit), sizes=(10, 250), size_norm=(0, 3), ax=ax, edgecolor="0.3",
     )
     ax.set(xlabel="learned latent", ylabel="", title="gene-set enrichment of latent gene scores (GSEA)")
     ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
     _save(fig, paths)
+
+
+def _natural(text: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(text))]
 
 
 def plot_latent_targets(table: pd.DataFrame, paths) -> None:
@@ -115,6 +123,7 @@ def plot_latent_targets(table: pd.DataFrame, paths) -> None:
         return _save(fig, paths)
     share = table.assign(share=table["overlap"] / table["n_group"]).pivot(
         index="group", columns="latent", values="share")
+    share = share.loc[sorted(share.index, key=_natural)]  # "z2" before "z10"
     stars = table.pivot(index="group", columns="latent", values="fdr").lt(0.05).map(lambda s: "*" if s else "")
     fig.set_size_inches(max(6, 0.5 * share.shape[1] + 3), max(3, 0.35 * share.shape[0] + 1.5))
     sns.heatmap(share, vmin=0, vmax=1, cmap="rocket_r", annot=stars.loc[share.index, share.columns],

@@ -271,12 +271,12 @@ def decoder_logits(weights: list[np.ndarray], z: np.ndarray) -> np.ndarray:
 def latent_gene_programs(
     weights: list[np.ndarray], z: np.ndarray, genes: list[str], n_top: int
 ) -> dict[str, list[str]]:
-    """The genes each true latent drives: ``z<j> up`` / ``z<j> down``, the ``n_top`` genes
+    """The genes each true latent drives: ``true z<j> up`` / ``true z<j> down``, the ``n_top`` genes
     whose decoder logit rises / falls most when z_j moves by one prior standard deviation
     (central difference, averaged over the cells ``z``).
 
     These are the simulation's own gene sets: enrichment of a learned latent's gene
-    scores in ``z<j> up`` says which true latent it captured.
+    scores in ``true z<j> up`` says which true latent it captured.
     """
     out = {}
     for j in range(z.shape[1]):
@@ -284,8 +284,8 @@ def latent_gene_programs(
         step[j] = 0.5
         effect = (decoder_logits(weights, z + step) - decoder_logits(weights, z - step)).mean(0)
         order = np.argsort(-effect, kind="stable")
-        out[f"z{j} up"] = [genes[g] for g in order[:n_top]]
-        out[f"z{j} down"] = [genes[g] for g in order[::-1][:n_top]]
+        out[f"true z{j} up"] = [genes[g] for g in order[:n_top]]
+        out[f"true z{j} down"] = [genes[g] for g in order[::-1][:n_top]]
     return out
 
 
