@@ -54,26 +54,34 @@ def planned_jobs(workdir, *args, targets=()) -> dict[str, int]:
     return {r[0]: int(r[1]) for r in rows if len(r) == 2 and r[1].isdigit()}
 
 
+PAPER = str(REPO / "config" / "paper.yaml")
+
+
 @pytest.mark.parametrize(
-    "args, targets, n_sim, n_replogle",
+    "args, targets, n_sim, n_datasets, n_replogle",
     [
-        ((), (), 5 * 2, 0),
-        ((str(REPO / "config" / "paper.yaml"),), (), 5 * 5, 5 * 9),  # 9 Replogle folds, seed 0
-        ((str(REPO / "config" / "paper.yaml"), "--config", "seeds=[0]"), (), 5, 5 * 9),
-        ((str(REPO / "config" / "paper.yaml"),), ("simulation",), 5 * 5, 0),  # one arm only
+        ((), (), 5 * 2, 2, 0),  # default: 5 methods x 2 seeds, one simulation setting
+        # paper: per seed, 25 runs (sVAE+ at 6 alphas on the p = 15 setting, 5 methods at
+        # p = 5, 10, 20) on 4 settings; plus 5 methods on 9 Replogle folds (seed 0)
+        ((PAPER,), (), 25 * 5, 4 * 5, 5 * 9),
+        ((PAPER, "--config", "seeds=[0]"), (), 25, 4, 5 * 9),
+        ((PAPER,), ("simulation",), 25 * 5, 4 * 5, 0),  # one arm only
     ],
 )
-def test_dry_run_plans_every_run(tmp_path, args, targets, n_sim, n_replogle):
+def test_dry_run_plans_every_run(tmp_path, args, targets, n_sim, n_datasets, n_replogle):
     jobs = planned_jobs(tmp_path, *args, targets=targets)
     n_runs = n_sim + n_replogle
     assert jobs["train"] == jobs["transfer"] == jobs["evaluate"] == jobs["enrichment"] == n_runs
-    assert jobs["simulate"] == n_sim // 5
+    assert jobs["simulate"] == n_datasets
+    sweeps = 2 if args else 0  # the paper config sweeps p (Table 4) and alpha (Figure 4)
+    n_settings = 4 if args else 1
+    assert jobs["run_figures"] == 3 * n_settings  # target graphs, shifts, curves of the first seed
     if n_replogle:  # the 66 GB file and Table S3 are downloaded, then preprocessed once
         assert jobs["download"] == 2 and jobs["preprocess_replogle"] == 1 and jobs["replogle_fold"] == 9
-        assert jobs["summarize"] == 2 and jobs["plot"] == 3  # + the Replogle I-NLL figure
+        assert jobs["summarize"] == 2 and jobs["plot"] == 3 + sweeps + 2  # + Replogle I-NLL, Table 1
     else:
         assert "download" not in jobs and "preprocess_replogle" not in jobs
-        assert jobs["summarize"] == 1 and jobs["plot"] == 2  # methods and I-NLL figures
+        assert jobs["summarize"] == 1 and jobs["plot"] == 3 + sweeps  # methods, I-NLL, Table 1
 
 
 @pytest.mark.parametrize(
@@ -194,6 +202,22 @@ def test_enrichment_of_the_latents(tiny_run):
         assert (run / f"{name}.png").stat().st_size > 1000 and (run / f"{name}.pdf").exists()
     vae = tiny_run / "simulation" / "tiny" / "seed0" / "vae" / "p4" / "enrichment"
     assert pd.read_csv(vae / "latent_targets.tsv", sep="\t").empty  # no target graph
+
+
+def test_report_contains_every_flagged_figure(tiny_run, tmp_path):
+    figures = tiny_run / "simulation" / "figures"
+    for name in ("methods", "inll", "table1"):
+        assert (figures / f"{name}.png").stat().st_size > 1000 and (figures / f"{name}.pdf").exists()
+    for name in ("target_graphs", "shift_heatmap", "training_curves"):
+        assert (figures / "tiny_seed0" / f"{name}.png").stat().st_size > 1000
+    report = tmp_path / "report.html"
+    snakemake("--report", str(report), "--directory", str(tiny_run.parent), "--configfile", str(TINY))
+    html = report.read_text()
+    for name in ("methods", "inll", "table1", "target_graphs", "shift_heatmap", "training_curves"):
+        assert f"{name}.png" in html, name
+    # one enrichment dot plot and target heatmap per run (5 methods)
+    assert html.count("gsea_dotplot.png") >= 5 and html.count("latent_targets.png") >= 5
+    assert "Table 1: mean" in html and "interventional negative log-likelihood" in html  # captions
 
 
 def test_rerun_has_nothing_to_do(tiny_run):

@@ -152,17 +152,16 @@ def _tag(n_latent, hp):
 def build_runs():
     """Every training run: arm x dataset x method x hyper-parameters (x seed)."""
     runs = {}
-    grid = config["hyperparameters"]
-    datasets = [
-        ("simulation", sim["name"], grid["n_latent"] or [sim["n_latent"]])
-        for sim in config["simulations"]
-    ]
+    datasets = []
+    for sim in config["simulations"]:
+        grid = {**config["hyperparameters"], **sim.get("hyperparameters", {})}
+        latents = grid["n_latent"] or [sim["n_latent"]]
+        datasets.append(("simulation", sim["name"], latents, grid))
     if REPLOGLE["enabled"]:
-        datasets += [
-            ("replogle", fold["name"], [REPLOGLE["n_latent"]])
-            for fold in REPLOGLE["folds"]
-        ]
-    for arm, dataset, latents in datasets:
+        grid = config["hyperparameters"]
+        for fold in REPLOGLE["folds"]:
+            datasets.append(("replogle", fold["name"], [REPLOGLE["n_latent"]], grid))
+    for arm, dataset, latents, grid in datasets:
         for method in config["methods"]:
             names = METHOD_HYPERPARAMETERS.get(method, [])
             for p, values in itertools.product(
@@ -199,6 +198,7 @@ def dataset_path(wildcards):
 def simulation_settings(wildcards):
     sim = dict(SIMULATIONS[wildcards.simulation])
     del sim["name"]
+    sim.pop("hyperparameters", None)
     sim["targets_min"], sim["targets_max"] = sim.pop("targets_per_perturbation")
     sim["seed"] = int(wildcards.seed)
     return sim
@@ -288,8 +288,40 @@ def run_record(wildcards):
     }
 
 
-# Figures drawn from an arm's summary.tsv (sparseshift.plots.FIGURES).
-FIGURES = {"simulation": ["methods", "inll"], "replogle": ["inll"]}
+def swept(values):
+    return len(set(values)) > 1
+
+
+# Figures drawn from an arm's summary (sparseshift.plots.SUMMARY_FIGURES); the sweeps' only
+# when the configuration sweeps them (Table 4: the latent dimension, Figure 4: sVAE+'s alpha).
+FIGURES = {
+    "simulation": ["methods", "inll", "table1"]
+    + (["latent_sweep"] if swept(run["n_latent"] for run in RUNS.values()) else [])
+    + (
+        ["alpha_sweep"]
+        if swept(run["alpha"] for run in RUNS.values() if "alpha" in run)
+        else []
+    ),
+    "replogle": ["inll", "table1"],
+}
+# Figures of the runs of one simulation and seed (the first seed).
+RUN_FIGURES = ["target_graphs", "shift_heatmap", "training_curves"]
+
+
+def seed_runs(wildcards):
+    """The run folder of each method on one simulation and seed (its first setting)."""
+    runs = {}
+    for arm, dataset, method, hp in RUNS:
+        if arm == "simulation" and dataset == wildcards.dataset:
+            runs.setdefault(
+                method, f"{SIM_DIR}/{dataset}/seed{wildcards.seed}/{method}/{hp}"
+            )
+    return runs
+
+
+def seed_run_files(wildcards):
+    names = ["model.pt", "model.json", "latents.npz", "history.tsv"]
+    return [f"{run}/{name}" for run in seed_runs(wildcards).values() for name in names]
 
 
 def arm_outputs(arm):
@@ -299,6 +331,12 @@ def arm_outputs(arm):
         + [
             f"{RESULTS}/{arm}/figures/{figure}.{ext}"
             for figure in FIGURES[arm]
+            for ext in ("png", "pdf")
+        ]
+        + [
+            f"{SIM_DIR}/figures/{sim['name']}_seed{config['seeds'][0]}/{figure}.{ext}"
+            for sim in (config["simulations"] if arm == "simulation" else [])
+            for figure in RUN_FIGURES
             for ext in ("png", "pdf")
         ]
         + [

@@ -62,9 +62,19 @@ rule enrichment:
         scores=f"{RUN_DIR}/enrichment/latent_gene_scores.tsv",
         gsea=f"{RUN_DIR}/enrichment/gsea.tsv",
         targets=f"{RUN_DIR}/enrichment/latent_targets.tsv",
-        dotplot_png=f"{RUN_DIR}/enrichment/gsea_dotplot.png",
+        dotplot_png=report(
+            f"{RUN_DIR}/enrichment/gsea_dotplot.png",
+            caption="../report/enrichment.rst",
+            category="{arm}",
+            subcategory="enrichment",
+        ),
         dotplot_pdf=f"{RUN_DIR}/enrichment/gsea_dotplot.pdf",
-        targets_png=f"{RUN_DIR}/enrichment/latent_targets.png",
+        targets_png=report(
+            f"{RUN_DIR}/enrichment/latent_targets.png",
+            caption="../report/enrichment.rst",
+            category="{arm}",
+            subcategory="enrichment",
+        ),
         targets_pdf=f"{RUN_DIR}/enrichment/latent_targets.pdf",
     log:
         f"{LOG_DIR}/enrichment/{RUN}.log",
@@ -94,17 +104,26 @@ rule summarize:
 
 rule plot:
     input:
-        f"{RESULTS}/{{arm}}/summary.tsv",
+        summary=f"{RESULTS}/{{arm}}/summary.tsv",
+        table1=f"{RESULTS}/{{arm}}/table1.tsv",
     output:
-        png=f"{RESULTS}/{{arm}}/figures/{{figure}}.png",
+        png=report(
+            f"{RESULTS}/{{arm}}/figures/{{figure}}.png",
+            caption="../report/summary_figure.rst",
+            category="{arm}",
+            subcategory="summary",
+        ),
         pdf=f"{RESULTS}/{{arm}}/figures/{{figure}}.pdf",
     log:
         f"{LOG_DIR}/plot/{{arm}}/{{figure}}.log",
     wildcard_constraints:
-        figure="methods|inll",
+        figure="methods|inll|table1|latent_sweep|alpha_sweep",
     conda:
         "../../envs/sparseshift.yaml"
     params:
         by=lambda wildcards: ARM_ID[wildcards.arm],
+        paper=lambda wildcards: (
+            config["paper_table1"] if wildcards.arm == "simulation" else {}
+        ),
     script:
         "../scripts/plot.py"

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 import torch
 
 from . import io, metrics
-from .model import ModelConfig, SparseShiftVAE
+from .model import DISPLAY_NAMES, ModelConfig, SparseShiftVAE
 from .train import TrainConfig, fit, seed_everything, select_device, split_train_val
 from .transfer import TransferConfig, transfer_run
 
@@ -290,3 +290,38 @@ def enrichment_from_files(inputs: dict, settings: dict, outputs: dict) -> None:
         plots.plot_latent_targets(targets, [png, pdf])
     log.info("enrichment: %d latents x %d genes, %d gene-set tests, %d target tests",
              scores.shape[0], scores.shape[1], len(table), len(targets))
+
+
+def run_figure_from_files(figure: str, data_path, runs: dict, paths) -> str:
+    """One figure of the runs of a simulation and seed; ``runs``: method -> run folder."""
+    from . import figures
+
+    adata = read_dataset(data_path)
+    train = training_cells(adata)
+    _, names = perturbation_labels(adata, data_path)
+    if figure == "training_curves":
+        histories = {m: pd.read_csv(Path(d) / "history.tsv", sep="\t") for m, d in runs.items()}
+        return figures.plot_training_curves(histories, paths)
+    models = {m: SparseShiftVAE.load(Path(d) / "model.pt", Path(d) / "model.json") for m, d in runs.items()}
+    heldout = sorted(set(np.asarray(names)[perturbation_labels(adata)[0][~train]]))
+    if figure == "target_graphs":
+        z_true = np.asarray(adata.obsm["z_true"])[train]
+        learned = {}
+        for method in figures.GRAPH_METHODS:
+            if method in models:
+                with np.load(Path(runs[method]) / "latents.npz") as npz:
+                    z_hat = npz["z_mean"][train]
+                graph = models[method].prior.target_graph().numpy()
+                learned[method] = figures.permute_to_truth(z_true, z_hat, graph)
+        targets = np.asarray(adata.uns["targets"]).astype(bool)
+        return figures.plot_target_graphs(targets, learned, names, paths, heldout=heldout)
+    # shift_heatmap: the learned shifts mu * mask of the sparse model (sVAE+, else sVAE, else iVAE)
+    method = next((m for m in ("svae_plus", "svae", "ivae") if m in models), None)
+    if method is None:
+        return figures.plot_shift_heatmap(np.zeros((0, 0)), [], paths, title="no model with learned shifts")
+    prior = models[method].prior
+    mask = prior.target_graph().numpy() if method != "ivae" else np.ones(tuple(prior.mu.shape))
+    shifts = prior.mu.detach().numpy() * mask
+    learned_rows = [i for i, n in enumerate(names) if n not in set(heldout)]
+    title = f"learned latent shifts μ ⊙ mask, {DISPLAY_NAMES[method]} (training perturbations)"
+    return figures.plot_shift_heatmap(shifts[learned_rows], [names[i] for i in learned_rows], paths, title=title)
