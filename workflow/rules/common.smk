@@ -53,6 +53,15 @@ LOG_DIR = f"{RESULTS}/logs"
 # dataset of an arm (a simulation setting, or a Replogle hold-out fold).
 RUN = "{arm}/{dataset}/seed{seed}/{method}/{hp}"
 RUN_DIR = f"{RESULTS}/{RUN}"
+# The paper's methods in its order, and their display names.
+METHOD_HYPERPARAMETERS_ORDER = ["vae", "beta_vae", "ivae", "svae", "svae_plus"]
+DISPLAY = {
+    "vae": "VAE",
+    "beta_vae": "β-VAE",
+    "ivae": "iVAE",
+    "svae": "sVAE",
+    "svae_plus": "sVAE+",
+}
 # Hyper-parameters swept per method, beyond the latent dimension.
 METHOD_HYPERPARAMETERS = {
     "beta_vae": ["beta"],
@@ -306,6 +315,15 @@ FIGURES = {
 }
 # Figures of the runs of one simulation and seed (the first seed).
 RUN_FIGURES = ["target_graphs", "shift_heatmap", "training_curves"]
+
+
+def missing_note(wildcards=None):
+    """What a figure of this configuration cannot show, for its caption."""
+    absent = [m for m in METHOD_HYPERPARAMETERS_ORDER if m not in config["methods"]]
+    if not absent:
+        return ""
+    names = ", ".join(DISPLAY[m] for m in absent)
+    return f"Not in this configuration, so not drawn: {names}."
 
 
 def seed_runs(wildcards):

@@ -125,5 +125,6 @@ rule plot:
         paper=lambda wildcards: (
             config["paper_table1"] if wildcards.arm == "simulation" else {}
         ),
+        missing=missing_note,
     script:
         "../scripts/plot.py"

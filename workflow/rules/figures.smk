@@ -18,5 +18,6 @@ rule run_figures:
         "../../envs/sparseshift.yaml"
     params:
         runs=seed_runs,
+        missing=missing_note,
     script:
         "../scripts/run_figure.py"
