@@ -364,3 +364,18 @@ def test_write_atomic_cleans_up_on_failure(
         write_h5ad_atomic(small_adata, path)
     assert path.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["sim.h5ad"]
+
+
+def test_out_of_domain_heldout_perturbations():
+    """Held-out perturbations drawn with their own sparsity and effect size; the training
+    perturbations' targets are those of the in-domain simulation with the same seed."""
+    common = dict(n_latent=8, n_perturbations=30, n_heldout=10, cells_per_perturbation=3, n_genes=12, seed=4)
+    base = simulate(SimulationConfig(**common))
+    ood = simulate(SimulationConfig(**common, heldout_targets_min=5, heldout_targets_max=6, heldout_effect_mean=1.0))
+    t_base, t_ood = np.asarray(base.uns["targets"]), np.asarray(ood.uns["targets"])
+    assert np.array_equal(t_base[:20], t_ood[:20])
+    assert t_base[20:].sum(1).max() <= 3 and t_ood[20:].sum(1).min() >= 5
+    shifts = np.abs(np.asarray(ood.uns["shifts"])[20:][t_ood[20:] == 1])
+    assert abs(shifts.mean() - 1.0) < 0.3
+    with pytest.raises(ValueError, match="heldout_targets_max"):
+        SimulationConfig(**common, heldout_targets_min=2, heldout_targets_max=9)

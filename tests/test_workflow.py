@@ -94,6 +94,8 @@ def test_dry_run_plans_every_run(tmp_path, args, targets, n_sim, n_datasets, n_r
         ("simulations=[{'n_latent': 3}]", "'name' is a required property"),
         ("hyperparameters={'alpha': [-2]}", "hyperparameters.alpha.0"),
         ("transfer={'particles': 0}", "transfer.particles"),
+        ("simulations=[{'name': 's', 'heldout': {'targets_per_perturbation': [9, 9]}}]",
+         "simulations.0.heldout.targets_per_perturbation"),
         ("resources={'transfer': {'thread': 2}}", "resources.transfer"),
         ("replogle={'dataset': 'k562'}", "replogle.dataset"),
         ("replogle={'folds': [{'name': 'a b'}]}", "replogle.folds.0.name"),

@@ -97,6 +97,16 @@ def check_simulations():
             raise WorkflowError(
                 f"config key {key}.n_heldout: must be below n_perturbations ({sim['n_perturbations']})"
             )
+        if "targets_per_perturbation" in sim.get("heldout", {}):
+            h_min, h_max = sim["heldout"]["targets_per_perturbation"]
+            if h_min > h_max or (
+                sim["target_sampling"] == "without_replacement"
+                and h_max > sim["n_latent"]
+            ):
+                raise WorkflowError(
+                    f"config key {key}.heldout.targets_per_perturbation: [{h_min}, {h_max}] "
+                    f"needs min <= max <= n_latent ({sim['n_latent']})"
+                )
         if sim["target_sampling"] == "without_replacement" and t_max > sim["n_latent"]:
             raise WorkflowError(
                 f"config key {key}.targets_per_perturbation: max {t_max} exceeds n_latent "
@@ -208,6 +218,11 @@ def simulation_settings(wildcards):
     sim = dict(SIMULATIONS[wildcards.simulation])
     del sim["name"]
     sim.pop("hyperparameters", None)
+    heldout = sim.pop("heldout", {})
+    if "targets_per_perturbation" in heldout:
+        low, high = heldout["targets_per_perturbation"]
+        sim["heldout_targets_min"], sim["heldout_targets_max"] = low, high
+    sim["heldout_effect_mean"] = heldout.get("effect_mean")
     sim["targets_min"], sim["targets_max"] = sim.pop("targets_per_perturbation")
     sim["seed"] = int(wildcards.seed)
     return sim

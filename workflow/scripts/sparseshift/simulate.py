@@ -76,6 +76,10 @@ class SimulationConfig:
             expected total ``library_size`` per cell; the paper) or ``"cells"``
             (each gene's proportions sum to 1 over the cells, expected total
             ``library_size`` per gene; the released code).
+        heldout_targets_min, heldout_targets_max, heldout_effect_mean: when set, the
+            held-out perturbations are drawn with these instead (the paper's
+            out-of-domain scenarios: test perturbations sparser / denser or weaker /
+            stronger than the training ones); unset, they follow the training settings.
         seed: Seed of the single random generator.
     """
 
@@ -94,6 +98,9 @@ class SimulationConfig:
     decoder_layers: int = 3
     standardize_logits: bool = True
     softmax_over: Literal["genes", "cells"] = "genes"
+    heldout_targets_min: int | None = None
+    heldout_targets_max: int | None = None
+    heldout_effect_mean: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -124,18 +131,24 @@ class SimulationConfig:
                 f"target_sampling must be one of {_TARGET_SAMPLING_CHOICES}, "
                 f"got {self.target_sampling!r}"
             )
-        if self.targets_min > self.targets_max:
-            raise ValueError(
-                f"targets_min ({self.targets_min}) must not exceed "
-                f"targets_max ({self.targets_max})"
-            )
-        if self.target_sampling == "without_replacement" and self.targets_max > self.n_latent:
-            raise ValueError(
-                f"targets_max ({self.targets_max}) must not exceed n_latent "
-                f"({self.n_latent}) when target_sampling is 'without_replacement'"
-            )
-        if not _is_real(self.effect_mean):
-            raise ValueError(f"effect_mean must be a finite number, got {self.effect_mean!r}")
+        for prefix in ("", "heldout_"):
+            low, high = self.targets_range(held_out=bool(prefix))
+            for name, value in ((f"{prefix}targets_min", low), (f"{prefix}targets_max", high)):
+                if not _is_int(value) or value < 1:
+                    raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            if low > high:
+                raise ValueError(
+                    f"{prefix}targets_min ({low}) must not exceed {prefix}targets_max ({high})"
+                )
+            if self.target_sampling == "without_replacement" and high > self.n_latent:
+                raise ValueError(
+                    f"{prefix}targets_max ({high}) must not exceed n_latent "
+                    f"({self.n_latent}) when target_sampling is 'without_replacement'"
+                )
+        for name in ("effect_mean", "heldout_effect_mean"):
+            value = getattr(self, name)
+            if not _is_real(value) and not (name.startswith("heldout") and value is None):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         if not _is_real(self.effect_sd) or self.effect_sd < 0:
             raise ValueError(
                 f"effect_sd must be a finite non-negative number, got {self.effect_sd!r}"
@@ -148,6 +161,21 @@ class SimulationConfig:
             raise ValueError(
                 f"library_size must be a finite positive number, got {self.library_size!r}"
             )
+
+    def targets_range(self, held_out: bool = False) -> tuple[int, int]:
+        """[min, max] targets of a training (or held-out) perturbation."""
+        if held_out:
+            return (
+                self.targets_min if self.heldout_targets_min is None else self.heldout_targets_min,
+                self.targets_max if self.heldout_targets_max is None else self.heldout_targets_max,
+            )
+        return self.targets_min, self.targets_max
+
+    def effect(self, held_out: bool = False) -> float:
+        """Mean shift magnitude of a training (or held-out) perturbation."""
+        if held_out and self.heldout_effect_mean is not None:
+            return self.heldout_effect_mean
+        return self.effect_mean
 
     @property
     def n_train(self) -> int:
@@ -175,6 +203,7 @@ def sample_targets(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw the targeted latents and their mean shifts for every perturbation.
 
+    Held-out perturbations use the held-out settings when the configuration sets them.
     For each perturbation (in index order) the generator is consumed as:
     number of draws ``t`` (uniform on ``[targets_min, targets_max]``), the
     ``t`` target indices (with or without replacement; duplicates collapse),
@@ -194,9 +223,11 @@ def sample_targets(
     shifts = np.zeros((n_pert, n_latent), dtype=np.float64)
     replace = cfg.target_sampling == "with_replacement"
     for a in range(n_pert):
-        n_draws = int(rng.integers(cfg.targets_min, cfg.targets_max + 1))
+        held_out = a >= cfg.n_train
+        low, high = cfg.targets_range(held_out)
+        n_draws = int(rng.integers(low, high + 1))
         idx = np.unique(rng.choice(n_latent, size=n_draws, replace=replace))
-        magnitude = rng.normal(cfg.effect_mean, cfg.effect_sd, size=idx.size)
+        magnitude = rng.normal(cfg.effect(held_out), cfg.effect_sd, size=idx.size)
         sign = rng.choice(np.array([-1.0, 1.0]), size=idx.size)
         targets[a, idx] = True
         shifts[a, idx] = sign * magnitude
