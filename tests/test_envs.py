@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -56,3 +57,64 @@ def test_every_rule_has_a_conda_env():
         text = smk.read_text()
         n_rules = len(re.findall(r"^rule \w+:", text, flags=re.M))
         assert text.count("conda:") == n_rules, smk.name
+
+
+# import name -> conda package, where they differ
+IMPORT_TO_CONDA = {"torch": "pytorch", "sklearn": "scikit-learn", "yaml": "pyyaml"}
+NOT_PACKAGES = {"sparseshift", "snakemake", "__future__"}
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """Modules imported at module level (imports inside functions are left out)."""
+    import ast
+
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: a sibling module of the package
+                base = node.module or ""
+                names |= {f"sparseshift.{base}".rstrip(".")} if base else {
+                    f"sparseshift.{alias.name}" for alias in node.names}
+            else:
+                names.add(node.module)
+                if node.module == "sparseshift":
+                    names |= {f"sparseshift.{alias.name}" for alias in node.names}
+    return names
+
+
+def _packages_needed(script: Path) -> set[str]:
+    """Third-party packages a rule script imports, following sparseshift's own modules."""
+    package = REPO / "workflow" / "scripts" / "sparseshift"
+    todo, seen, needed = [script], set(), set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _top_level_imports(path):
+            top = name.split(".")[0]
+            if name.startswith("sparseshift."):
+                module = package / f"{name.split('.')[1]}.py"
+                if module.exists():
+                    todo.append(module)
+            elif top not in NOT_PACKAGES and top not in sys.stdlib_module_names:
+                needed.add(IMPORT_TO_CONDA.get(top, top))
+    return needed
+
+
+def test_every_rule_env_exists_and_has_what_its_script_imports():
+    checked = 0
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        for rule, body in re.findall(r"(?ms)^rule (\w+):\n(.*?)(?=^rule |\Z)", smk.read_text()):
+            env = re.search(r'conda:\s*"([^"]+)"', body).group(1)
+            env_path = (smk.parent / env).resolve()
+            assert env_path.exists(), f"rule {rule}: {env} does not exist"
+            script = (smk.parent / re.search(r'script:\s*"([^"]+)"', body).group(1)).resolve()
+            deps = yaml.safe_load(env_path.read_text())["dependencies"]
+            have = {re.split(r"[=<> ]", d)[0].lower() for d in deps if isinstance(d, str)}
+            missing = _packages_needed(script) - have
+            assert not missing, f"rule {rule}: {env_path.name} lacks {sorted(missing)} that {script.name} imports"
+            checked += 1
+    assert checked >= 11

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
@@ -225,3 +227,38 @@ def test_report_contains_every_flagged_figure(tiny_run, tmp_path):
 def test_rerun_has_nothing_to_do(tiny_run):
     res = snakemake("-n", "--directory", str(tiny_run.parent), "--configfile", str(TINY))
     assert "Nothing to be done" in res.stdout + res.stderr
+
+
+def test_slurm_profile_dry_run_gives_training_a_gpu(tmp_path):
+    """The SLURM profile with the executor plugin installed (nothing is submitted).
+
+    The profile's use-conda is dropped here only because no conda exists on CI machines.
+    """
+    profile = tmp_path / "slurm"
+    profile.mkdir()
+    text = (REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text()
+    assert "executor: slurm" in text and not re.search(r"slurm_extra:.*--gres", text)
+    (profile / "config.yaml").write_text(
+        "\n".join(line for line in text.splitlines() if not line.startswith("use-conda")))
+    out = snakemake("-n", "--workflow-profile", str(profile), "--directory", str(tmp_path),
+                    "--configfile", str(REPO / "config" / "config.yaml")).stdout
+    blocks = out.split("\n\n")
+    resources = {}
+    for block in blocks:
+        rule = re.search(r"^rule (\w+):", block, flags=re.M)
+        found = re.search(r"resources: (.*)", block)
+        if rule and found:
+            resources.setdefault(rule.group(1), []).append(found.group(1))
+    assert len(resources["train"]) == 10 and len(resources["transfer"]) == 10
+    for line in resources["train"] + resources["transfer"]:
+        assert "gpu=1" in line and "slurm_partition=gpu" in line, line
+    for line in resources["simulate"] + resources["summarize"]:
+        assert "gpu=1" not in line and "slurm_partition=cpu" in line, line
+
+
+def test_default_profile_is_read(tmp_path):
+    res = snakemake("-n", "--quiet", "rules", "--directory", str(tmp_path),
+                    "--configfile", str(REPO / "config" / "config.yaml"))
+    assert "Using workflow specific profile" in res.stdout + res.stderr
+    cfg = yaml.safe_load((REPO / "workflow" / "profiles" / "default" / "config.yaml").read_text())
+    assert cfg["rerun-incomplete"] and cfg["printshellcmds"] and cfg["show-failed-logs"]

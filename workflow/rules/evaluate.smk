@@ -19,7 +19,7 @@ rule transfer:
         f"{LOG_DIR}/transfer/{RUN}.benchmark.tsv"
     retries: 1
     conda:
-        "../../envs/sparseshift.yaml"
+        "../../envs/model.yaml"
     threads: config["resources"]["transfer"]["threads"]
     resources:
         **job_resources("transfer"),
@@ -45,7 +45,7 @@ rule evaluate:
     log:
         f"{LOG_DIR}/evaluate/{RUN}.log",
     conda:
-        "../../envs/sparseshift.yaml"
+        "../../envs/model.yaml"
     params:
         record=run_record,
     script:
@@ -79,7 +79,10 @@ rule enrichment:
     log:
         f"{LOG_DIR}/enrichment/{RUN}.log",
     conda:
-        "../../envs/sparseshift.yaml"
+        "../../envs/enrichment.yaml"
+    threads: config["resources"]["enrichment"]["threads"]
+    resources:
+        **job_resources("enrichment"),
     params:
         settings=enrichment_settings,
     script:
@@ -95,7 +98,7 @@ rule summarize:
     log:
         f"{LOG_DIR}/summarize/{{arm}}.log",
     conda:
-        "../../envs/sparseshift.yaml"
+        "../../envs/plot.yaml"
     params:
         by=lambda wildcards: ARM_ID[wildcards.arm],
     script:
@@ -119,7 +122,7 @@ rule plot:
     wildcard_constraints:
         figure="methods|inll|table1|latent_sweep|alpha_sweep",
     conda:
-        "../../envs/sparseshift.yaml"
+        "../../envs/plot.yaml"
     params:
         by=lambda wildcards: ARM_ID[wildcards.arm],
         paper=lambda wildcards: (

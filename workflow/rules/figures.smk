@@ -15,7 +15,7 @@ rule run_figures:
     wildcard_constraints:
         figure="|".join(RUN_FIGURES),
     conda:
-        "../../envs/sparseshift.yaml"
+        "../../envs/model.yaml"
     params:
         runs=seed_runs,
         missing=missing_note,

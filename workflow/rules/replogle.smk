@@ -6,7 +6,7 @@ rule download:
     wildcard_constraints:
         download="|".join(re.escape(path) for path in DOWNLOADS),
     conda:
-        "../../envs/sparseshift.yaml"
+        "../../envs/data.yaml"
     params:
         url=lambda wildcards: DOWNLOADS[wildcards.download]["url"],
         size=lambda wildcards: DOWNLOADS[wildcards.download]["size"],
@@ -27,9 +27,10 @@ rule preprocess_replogle:
         f"{LOG_DIR}/replogle/preprocess.benchmark.tsv"
     retries: 1
     conda:
-        "../../envs/sparseshift.yaml"
+        "../../envs/data.yaml"
+    threads: config["resources"]["preprocess"]["threads"]
     resources:
-        mem_mb=lambda wildcards, attempt: 3000 * attempt,
+        **job_resources("preprocess"),
     params:
         max_controls=REPLOGLE["max_controls"],
     script:
@@ -45,9 +46,10 @@ rule replogle_fold:
     log:
         f"{LOG_DIR}/replogle/fold_{{dataset}}.log",
     conda:
-        "../../envs/sparseshift.yaml"
+        "../../envs/data.yaml"
+    threads: config["resources"]["preprocess"]["threads"]
     resources:
-        mem_mb=lambda wildcards, attempt: 3000 * attempt,
+        **job_resources("preprocess"),
     params:
         fold=lambda wildcards: FOLDS[wildcards.dataset],
         n_effect=REPLOGLE["n_effect"],

@@ -6,7 +6,7 @@ rule simulate:
     benchmark:
         f"{LOG_DIR}/simulate/{{simulation}}/seed{{seed}}.benchmark.tsv"
     conda:
-        "../../envs/sparseshift.yaml"
+        "../../envs/data.yaml"
     params:
         settings=simulation_settings,
     script:

@@ -13,7 +13,7 @@ rule train:
         f"{LOG_DIR}/train/{RUN}.benchmark.tsv"
     retries: 1
     conda:
-        "../../envs/sparseshift.yaml"
+        "../../envs/model.yaml"
     threads: config["resources"]["train"]["threads"]
     resources:
         **job_resources("train"),

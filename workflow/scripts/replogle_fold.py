@@ -1,8 +1,8 @@
 """Rule adapter: the training dataset of one Replogle hold-out fold."""
 
 from sparseshift import io
+from sparseshift.io import read_dataset
 from sparseshift.replogle import expression_programs, fold_perturbations, make_fold, read_table_s3
-from sparseshift.run import read_dataset
 
 io.configure_logging(snakemake.log[0])
 path = snakemake.input.data

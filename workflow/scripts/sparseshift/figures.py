@@ -27,7 +27,7 @@ from matplotlib.patches import Patch, Rectangle
 from scipy.cluster import hierarchy
 
 from . import metrics
-from .model import DISPLAY_NAMES, METHODS
+from .methods import DISPLAY_NAMES, METHODS
 from .plots import PALETTE, _save
 
 __all__ = [

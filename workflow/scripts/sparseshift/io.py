@@ -82,3 +82,13 @@ def configure_logging(log_path: str | os.PathLike | None) -> None:
         handlers=handlers,
         force=True,
     )
+
+
+def read_dataset(path):
+    """Read a dataset h5ad, turning a missing or unreadable file into an InputError."""
+    import anndata
+
+    try:
+        return anndata.read_h5ad(path)
+    except (OSError, KeyError) as err:
+        raise InputError(path, "(file)", "a readable .h5ad file", str(err)) from err

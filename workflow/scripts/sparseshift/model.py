@@ -33,14 +33,8 @@ from torch.distributions import (
 )
 from torch.nn import functional as F
 
-METHODS = ("vae", "beta_vae", "ivae", "svae", "svae_plus")
-DISPLAY_NAMES = {
-    "vae": "VAE",
-    "beta_vae": "β-VAE",
-    "ivae": "iVAE",
-    "svae": "sVAE",
-    "svae_plus": "sVAE+",
-}
+from .methods import DISPLAY_NAMES, METHODS  # noqa: F401 (re-exported)
+
 
 
 def mlp(n_in: int, n_hidden: int, n_layers: int, n_out: int) -> nn.Sequential:

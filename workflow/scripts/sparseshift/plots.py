@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .model import DISPLAY_NAMES, METHODS  # noqa: E402
+from .methods import DISPLAY_NAMES, METHODS  # noqa: E402
 
 PALETTE = dict(zip(DISPLAY_NAMES.values(), sns.color_palette("colorblind", len(METHODS))))
 

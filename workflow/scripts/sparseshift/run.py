@@ -19,6 +19,7 @@ import scipy.sparse as sp
 import torch
 
 from . import io, metrics
+from .io import read_dataset
 from .model import DISPLAY_NAMES, ModelConfig, SparseShiftVAE
 from .train import TrainConfig, fit, seed_everything, select_device, split_train_val
 from .transfer import TransferConfig, transfer_run
@@ -170,16 +171,6 @@ def save_run(model, history, latents, info, adata, outputs: dict) -> None:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, z_mean=latents.astype(np.float32), obs_names=np.asarray(adata.obs_names))
     io.write_json(info, outputs["info"])
-
-
-def read_dataset(path):
-    """Read a dataset h5ad, turning a missing or unreadable file into an InputError."""
-    import anndata
-
-    try:
-        return anndata.read_h5ad(path)
-    except (OSError, KeyError) as err:
-        raise io.InputError(path, "(file)", "a readable .h5ad file", str(err)) from err
 
 
 def train_from_files(

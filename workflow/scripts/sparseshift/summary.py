@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from .model import DISPLAY_NAMES, METHODS
+from .methods import DISPLAY_NAMES, METHODS
 
 # Identifiers of a run after the dataset column (``simulation``, or ``fold`` for Replogle).
 ID_COLUMNS = ["method", "seed", "run", "n_latent", "alpha", "beta", "lambda"]
