@@ -1,10 +1,14 @@
 import itertools
 import re
+import sys
 from pathlib import Path
 
 import jsonschema
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+from sparseshift.methods import DISPLAY_NAMES, METHODS  # torch-free
 
 
 def validate_config():
@@ -53,15 +57,6 @@ LOG_DIR = f"{RESULTS}/logs"
 # dataset of an arm (a simulation setting, or a Replogle hold-out fold).
 RUN = "{arm}/{dataset}/seed{seed}/{method}/{hp}"
 RUN_DIR = f"{RESULTS}/{RUN}"
-# The paper's methods in its order, and their display names.
-METHOD_HYPERPARAMETERS_ORDER = ["vae", "beta_vae", "ivae", "svae", "svae_plus"]
-DISPLAY = {
-    "vae": "VAE",
-    "beta_vae": "β-VAE",
-    "ivae": "iVAE",
-    "svae": "sVAE",
-    "svae_plus": "sVAE+",
-}
 # Hyper-parameters swept per method, beyond the latent dimension.
 METHOD_HYPERPARAMETERS = {
     "beta_vae": ["beta"],
@@ -197,12 +192,12 @@ ARM_SEEDS = {"simulation": config["seeds"], "replogle": REPLOGLE["seeds"]}
 ARM_ID = {"simulation": "simulation", "replogle": "fold"}
 
 
-def run_paths(pattern, arm):
-    """``pattern`` formatted for every run and seed of ``arm``."""
+def run_paths(pattern, arm, methods=None):
+    """``pattern`` formatted for every run and seed of ``arm`` (of ``methods``, if given)."""
     return [
         pattern.format(arm=a, dataset=dataset, method=method, hp=hp, seed=seed)
         for (a, dataset, method, hp) in RUNS
-        if a == arm
+        if a == arm and (methods is None or method in methods)
         for seed in ARM_SEEDS[arm]
     ]
 
@@ -334,10 +329,10 @@ RUN_FIGURES = ["target_graphs", "shift_heatmap", "training_curves"]
 
 def missing_note(wildcards=None):
     """What a figure of this configuration cannot show, for its caption."""
-    absent = [m for m in METHOD_HYPERPARAMETERS_ORDER if m not in config["methods"]]
+    absent = [m for m in METHODS if m not in config["methods"]]
     if not absent:
         return ""
-    names = ", ".join(DISPLAY[m] for m in absent)
+    names = ", ".join(DISPLAY_NAMES[m] for m in absent)
     return f"Not in this configuration, so not drawn: {names}."
 
 
@@ -372,10 +367,5 @@ def arm_outputs(arm):
             for figure in RUN_FIGURES
             for ext in ("png", "pdf")
         ]
-        + [
-            f"{RESULTS}/{arm}/{dataset}/seed{seed}/{method}/{hp}/enrichment/gsea.tsv"
-            for (a, dataset, method, hp) in RUNS
-            if a == arm and method in ENRICHMENT["methods"]
-            for seed in ARM_SEEDS[arm]
-        ]
+        + run_paths(f"{RUN_DIR}/enrichment/gsea.tsv", arm, ENRICHMENT["methods"])
     )

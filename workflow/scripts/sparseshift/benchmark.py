@@ -52,6 +52,12 @@ SCALES = {
 }
 
 
+def machine_line(device: torch.device, threads: int) -> str:
+    """The CPU, torch, threads and device a benchmark ran on (its output's first line)."""
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
+    return f"# {cpu_model()}; torch {torch.__version__}; {threads} thread(s); device {device} (GPU: {gpu})"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
@@ -87,12 +93,9 @@ def main(argv=None) -> int:
                 "cells_per_s": round(n_train / steady),
             }
         )
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
     print(
-        f"# {cpu_model()}; torch {torch.__version__}; {args.threads} thread(s); device {device} "
-        f"(GPU: {gpu}); batch {args.batch_size}; {n_train} training cells x {adata.n_vars} genes, "
-        f"p = {n_latent}; "
-        f"median of epochs 2-{args.epochs}"
+        f"{machine_line(device, args.threads)}; batch {args.batch_size}; {n_train} training cells x "
+        f"{adata.n_vars} genes, p = {n_latent}; median of epochs 2-{args.epochs}"
     )
     pd.DataFrame(rows).to_csv(sys.stdout, sep="\t", index=False)
     return 0

@@ -21,7 +21,7 @@ import time
 import pandas as pd
 import torch
 
-from .benchmark import cpu_model
+from .benchmark import machine_line
 from .model import ModelConfig
 from .run import RunData, train_run
 from .simulate import SimulationConfig, simulate
@@ -69,10 +69,9 @@ def main(argv=None) -> int:
                 "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
             }
         )
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
     print(
-        f"# {cpu_model()}; torch {torch.__version__}; {args.threads} thread(s); device {device} "
-        f"(GPU: {gpu}); block {args.memory_mb:g} MB; {x.shape[0]} held-out cells x {adata.n_vars} genes"
+        f"{machine_line(device, args.threads)}; block {args.memory_mb:g} MB; "
+        f"{x.shape[0]} held-out cells x {adata.n_vars} genes"
     )
     pd.DataFrame(rows).to_csv(sys.stdout, sep="\t", index=False)
     return 0

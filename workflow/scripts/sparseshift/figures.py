@@ -26,7 +26,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from scipy.cluster import hierarchy
 
-from . import metrics
+from . import metrics, plots
 from .methods import DISPLAY_NAMES, METHODS
 from .plots import PALETTE, _save
 
@@ -754,6 +754,11 @@ def plot_training_curves(histories: Mapping[str, pd.DataFrame | Sequence[pd.Data
     return _join(notes)
 
 
-# Figures of an arm's summary.tsv, by name, called as ``FIGURES[name](summary, paths, by=by)``
-# like ``sparseshift.plots.FIGURES``.
-FIGURES = {"latent_sweep": plot_latent_sweep, "alpha_sweep": plot_alpha_sweep}
+# Figures of an arm's summary.tsv by name (the ``plot`` rule's {figure}, Table 1 aside),
+# called as ``FIGURES[name](summary, paths, by=by)``.
+FIGURES = {
+    "methods": plots.plot_methods,
+    "inll": plots.plot_inll,
+    "latent_sweep": plot_latent_sweep,
+    "alpha_sweep": plot_alpha_sweep,
+}

@@ -81,9 +81,6 @@ def plot_inll(summary: pd.DataFrame, paths, by: str = "simulation") -> None:
     _save(fig, paths)
 
 
-# Figures of the simulation summary, by name (the ``plot`` rule's {figure}).
-FIGURES = {"methods": plot_methods, "inll": plot_inll}
-
 
 def plot_gsea_dotplot(table: pd.DataFrame, paths, top: int = 3, max_terms: int = 40) -> None:
     """Latents × their ``top`` gene sets (lowest FDR, then largest |NES|; at most ``max_terms``

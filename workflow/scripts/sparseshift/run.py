@@ -289,12 +289,12 @@ def run_figure_from_files(figure: str, data_path, runs: dict, paths) -> str:
 
     adata = read_dataset(data_path)
     train = training_cells(adata)
-    _, names = perturbation_labels(adata, data_path)
+    labels, names = perturbation_labels(adata, data_path)
     if figure == "training_curves":
         histories = {m: pd.read_csv(Path(d) / "history.tsv", sep="\t") for m, d in runs.items()}
         return figures.plot_training_curves(histories, paths)
     models = {m: SparseShiftVAE.load(Path(d) / "model.pt", Path(d) / "model.json") for m, d in runs.items()}
-    heldout = sorted(set(np.asarray(names)[perturbation_labels(adata)[0][~train]]))
+    heldout = sorted(set(np.asarray(names)[labels[~train]]))
     if figure == "target_graphs":
         z_true = np.asarray(adata.obsm["z_true"])[train]
         learned = {}

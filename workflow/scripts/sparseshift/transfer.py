@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -64,16 +64,7 @@ def retrain(model, data, held_out: torch.Tensor, train_cfg: TrainConfig, cfg: Tr
     """Step 2: binarise the targets, then train every other parameter on the training cells
     (no KL warm-up, early stopping on the validation ELBO)."""
     model.binarize_targets(held_out)
-    phase_cfg = TrainConfig(
-        epochs=cfg.retrain_epochs,
-        batch_size=train_cfg.batch_size,
-        lr=train_cfg.lr,
-        warmup_epochs=0,
-        val_fraction=train_cfg.val_fraction,
-        patience=cfg.retrain_patience,
-        checkpoint_every=train_cfg.checkpoint_every,
-        seed=train_cfg.seed,
-    )
+    phase_cfg = replace(train_cfg, epochs=cfg.retrain_epochs, warmup_epochs=0, patience=cfg.retrain_patience)
     return fit(model, data.x, data.labels, data.train_cells, data.val_cells, phase_cfg, checkpoint)
 
 
@@ -85,13 +76,7 @@ def finetune(model, data, held_out: torch.Tensor, train_cfg: TrainConfig, cfg: T
     params = model.freeze_all_but_shifts(held_out)
     if not params:
         return pd.DataFrame(columns=HISTORY_COLUMNS)
-    phase_cfg = TrainConfig(
-        epochs=cfg.finetune_epochs,
-        batch_size=train_cfg.batch_size,
-        lr=cfg.finetune_lr,
-        warmup_epochs=0,
-        seed=train_cfg.seed,
-    )
+    phase_cfg = replace(train_cfg, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, warmup_epochs=0, patience=None)
     no_validation = np.array([], dtype=np.int64)
     return fit(model, data.x, data.labels, data.heldout_cells, no_validation, phase_cfg, parameters=params)
 
