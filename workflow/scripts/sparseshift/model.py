@@ -54,13 +54,19 @@ class _StraightThroughStep(torch.autograd.Function):
     ``sigmoid(v) > 0.5`` is ``v > 0``; the backward pass uses
     ``sigmoid(v) * sigmoid(-v)``, which stays non-zero in float32 for large |v|
     (autograd through ``torch.sigmoid`` would return exactly 0 once sigmoid(v)
-    rounds to 1).
+    rounds to 1). Written with ``setup_context`` so that ``torch.func.vmap`` can
+    batch it (several models trained as one, :func:`sparseshift.train.fit_many`).
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, v: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(v)
+    def forward(v: torch.Tensor) -> torch.Tensor:
         return (v > 0).to(v.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[0])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
@@ -78,7 +84,7 @@ def straight_through_gumbel_sigmoid(logits: torch.Tensor, temperature: float = 1
     it clamps its logits to about ±16, which zeroes the gradient beyond.
     """
     eps = torch.finfo(logits.dtype).eps
-    u = torch.rand_like(logits).clamp_(eps, 1 - eps)
+    u = torch.rand_like(logits).clamp(eps, 1 - eps)
     return _StraightThroughStep.apply((logits + torch.logit(u)) / temperature)
 
 
@@ -382,8 +388,11 @@ class SparseShiftVAE(nn.Module):
         is the unweighted ELBO of each cell.
         """
         qz = self.encode(x)
-        z = qz.rsample()
-        recon = -self.likelihood(z, self.library_size(x)).log_prob(x).sum(-1)
+        # The reparameterised draw written out (Normal.rsample's noise cannot be batched
+        # over models by vmap); the NB density through log_likelihood, which equals
+        # NegativeBinomial.log_prob and costs fewer operations per step.
+        z = qz.loc + qz.scale * torch.randn_like(qz.loc)
+        recon = -self.log_likelihood(x, z)
         kl = kl_divergence(qz, self.prior.distribution(labels, like=qz.loc)).sum(-1)
         penalty = self.prior.penalty(n_obs, kl_weight)
         loss = (recon + self.cfg.beta * kl_weight * kl).mean() + penalty

@@ -50,6 +50,11 @@ class TrainConfig:
     seed: int = 0
 
 
+def epoch_parts(loss: torch.Tensor, parts: dict) -> torch.Tensor:
+    """The minibatch means logged per epoch (loss, recon, kl, penalty, elbo), detached."""
+    return torch.stack([loss, parts["recon"], parts["kl"], parts["penalty"], parts["elbo"]]).detach()
+
+
 def select_device(requested: str = "auto") -> torch.device:
     """``auto``: CUDA when available, else CPU; otherwise the named device."""
     if requested == "auto":
@@ -142,10 +147,7 @@ def fit(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            stacked = torch.stack(
-                [loss.detach(), parts["recon"].detach(), parts["kl"].detach(), parts["penalty"].detach(), parts["elbo"].detach()]
-            )
-            sums += stacked * len(batch)
+            sums += epoch_parts(loss, parts) * len(batch)
         means = (sums / n_train).tolist()  # the epoch's only host synchronisation
         seconds = time.perf_counter() - tic
         elbo_val = float(model.elbo(x_val, l_val)) if len(val_idx) else float("nan")
