@@ -189,6 +189,34 @@ def test_run_outputs_are_loadable(tiny_run):
     assert not list((tiny_run / "checkpoints").rglob("*.pt"))
 
 
+def test_stacked_training_trains_every_seed_in_one_job(tmp_path):
+    """stack_seeds: one job per method and setting trains the runs of all seeds; the
+    later steps read its outputs as those of one-run jobs."""
+    jobs = planned_jobs(tmp_path, "--config", "stack_seeds=true")
+    assert jobs["train_stacked_simulation"] == 5 and "train" not in jobs
+    assert jobs["transfer"] == jobs["evaluate"] == 10
+    run = "results/simulation/tiny/seed{}/svae_plus/p4_alpha10"
+    snakemake(*[run.format(s) + "/metrics.json" for s in (0, 1)], "--cores", "2", "--directory", str(tmp_path),
+              "--configfile", str(TINY), "--config", "stack_seeds=true", "seeds=[0,1]", "methods=[svae_plus]")
+    weights = []
+    for seed in (0, 1):
+        folder = tmp_path / run.format(seed)
+        info = json.loads((folder / "train_info.json").read_text())
+        assert info["stacked_models"] == 2 and info["epochs_run"] == 4
+        hist = pd.read_csv(folder / "history.tsv", sep="\t")
+        assert list(hist["epoch"]) == [1, 2, 3, 4] and np.isfinite(hist["elbo_val"]).all()
+        assert np.isfinite(json.loads((folder / "metrics.json").read_text())["mcc_pearson"])
+        weights.append(torch.load(folder / "model.pt", weights_only=True)["decoder.0.weight"])
+    assert not torch.equal(*weights)  # two seeds, two datasets: two models
+    assert (tmp_path / "results/logs/train/simulation/tiny/stacked/svae_plus/p4_alpha10.benchmark.tsv").exists()
+
+
+def test_stacked_training_refuses_early_stopping(tmp_path):
+    res = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(TINY), "--config",
+                    "stack_seeds=true", "train={'patience': 3}", check=False)
+    assert res.returncode != 0 and "train.patience" in res.stdout + res.stderr
+
+
 def test_enrichment_of_the_latents(tiny_run):
     run = tiny_run / "simulation" / "tiny" / "seed0" / "svae_plus" / "p4_alpha10" / "enrichment"
     scores = pd.read_csv(run / "latent_gene_scores.tsv", sep="\t")

@@ -1,6 +1,7 @@
 import itertools
 import re
 import sys
+from types import SimpleNamespace
 from pathlib import Path
 
 import jsonschema
@@ -26,7 +27,8 @@ def validate_config():
 
 
 def coerce_cli_numbers():
-    """`--config seeds=[0]` passes list items as strings: read numeric ones as numbers."""
+    """`--config seeds=[0]` passes list items as strings: read numeric ones as numbers
+    (and `--config stack_seeds=true` as a boolean)."""
 
     def number(value):
         if isinstance(value, str):
@@ -39,6 +41,8 @@ def coerce_cli_numbers():
                     return value
         return value
 
+    if config.get("stack_seeds") in ("true", "false", "True", "False"):
+        config["stack_seeds"] = config["stack_seeds"].lower() == "true"
     if isinstance(config.get("seeds"), list):
         config["seeds"] = [number(v) for v in config["seeds"]]
     for key, values in (config.get("hyperparameters") or {}).items():
@@ -109,7 +113,20 @@ def check_simulations():
             )
 
 
+def check_stacking():
+    """Stacked training (stack_seeds) has no early stopping: say which key conflicts."""
+    if not config["stack_seeds"]:
+        return
+    for key, section in (("train", config), ("replogle.train", config["replogle"])):
+        if section["train"]["patience"] is not None:
+            raise WorkflowError(
+                f"config key {key}.patience: early stopping is not available with "
+                "stack_seeds: true (set it to null, or stack_seeds to false)"
+            )
+
+
 check_simulations()
+check_stacking()
 SIMULATIONS = {sim["name"]: sim for sim in config["simulations"]}
 REPLOGLE = config["replogle"]
 # Downloadable inputs by file name, and the two inputs of the Replogle arm: the
@@ -207,6 +224,33 @@ def dataset_path(wildcards):
     if wildcards.arm == "simulation":
         return f"{SIM_DIR}/{wildcards.dataset}/seed{wildcards.seed}/data.h5ad"
     return f"{REPLOGLE_DIR}/{wildcards.dataset}/data.h5ad"
+
+
+def stacked_wildcards(wildcards, arm, seed):
+    """The wildcards of a stacked training job (no arm, no seed) completed for one run."""
+    return SimpleNamespace(**dict(wildcards.items()), arm=arm, seed=seed)
+
+
+def stacked_datasets(arm):
+    """Input function of a stacked training job: the dataset of each seed of ``arm``."""
+    return lambda wildcards: [
+        dataset_path(stacked_wildcards(wildcards, arm, seed)) for seed in ARM_SEEDS[arm]
+    ]
+
+
+def stacked_params(arm, settings):
+    """``settings`` (a params function of one run) for a stacked job of ``arm``."""
+    return lambda wildcards: settings(
+        stacked_wildcards(wildcards, arm, ARM_SEEDS[arm][0])
+    )
+
+
+def stacked_outputs(arm, name):
+    """Output ``name`` of every seed's run in a stacked job of ``arm``."""
+    return [
+        f"{RESULTS}/{arm}/{{dataset}}/seed{seed}/{{method}}/{{hp}}/{name}"
+        for seed in ARM_SEEDS[arm]
+    ]
 
 
 def simulation_settings(wildcards):

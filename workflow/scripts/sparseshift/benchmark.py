@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import argparse
 import platform
+import resource
 import sys
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .model import METHODS, ModelConfig
-from .run import train_run, training_cells
+from .batched import fit_many
+from .model import METHODS, ModelConfig, SparseShiftVAE
+from .run import RunData, train_run, training_cells
 from .simulate import SimulationConfig, simulate
 from .train import TrainConfig, select_device, split_train_val
 
@@ -58,15 +60,48 @@ def machine_line(device: torch.device, threads: int) -> str:
     return f"# {cpu_model()}; torch {torch.__version__}; {threads} thread(s); device {device} (GPU: {gpu})"
 
 
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak memory so far: the device's allocator on CUDA, the process's RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def time_method(adata, model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device, n_models: int):
+    """Seconds of each epoch's minibatch loop, per model: one model through ``train_run``
+    as in the pipeline, or ``n_models`` models (seeds 0..n-1 on the same data) stacked."""
+    if n_models == 1:
+        _, history, _, _ = train_run(adata, model_cfg, train_cfg, str(device))
+        return history["train_seconds"]
+    data = RunData(adata, train_cfg.val_fraction, train_cfg.seed, device)
+    models = []
+    for seed in range(n_models):
+        torch.manual_seed(seed)
+        model = SparseShiftVAE(model_cfg).to(device)
+        model.standardize_inputs(data.x[data.train_cells])
+        models.append(model)
+    histories = fit_many(
+        models, [data.x] * n_models, [data.labels] * n_models, [data.train_cells] * n_models,
+        [data.val_cells] * n_models, train_cfg, seeds=list(range(n_models)),
+    )
+    return histories[0]["train_seconds"]  # the stack's seconds per epoch / n_models
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, nargs="+", default=[128])
+    ap.add_argument("--models", type=int, nargs="+", default=[1],
+                    help="models trained together in one process (1: the pipeline's training loop)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--scale", choices=sorted(SCALES), default="paper",
                     help="paper: 20,000 cells x 100 genes, p = 15; replogle: 116,622 x 1,187, p = 50")
+    ap.add_argument("--reference", type=float, default=1.15,
+                    help="the released implementation's s / epoch at batch 128, one thread (PAPER.md)")
+    ap.add_argument("--iwelbo", type=int, nargs="*", default=[],
+                    help="also time the held-out IWELBO with these particle counts (benchmark_iwelbo)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -75,29 +110,44 @@ def main(argv=None) -> int:
     n_latent = adata.uns["simulation"]["n_latent"]
     n_perturbations = len(adata.uns["perturbations"])
     n_train = len(split_train_val(int(training_cells(adata).sum()), 0.1, 0)[0])
-    train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, warmup_epochs=50, seed=0)
     rows = []
-    for method in args.methods:
-        model_cfg = ModelConfig(
-            method=method, n_genes=adata.n_vars, n_latent=n_latent, n_perturbations=n_perturbations,
-            beta=8.0 if method == "beta_vae" else 1.0, alpha=100.0, lam=1.0,
-        )
-        _, history, _, _ = train_run(adata, model_cfg, train_cfg, str(device))
-        seconds = history["train_seconds"]
-        steady = float(np.median(seconds.iloc[1:])) if len(seconds) > 1 else float(seconds.iloc[0])
-        rows.append(
-            {
-                "method": method,
-                "first_epoch_s": round(float(seconds.iloc[0]), 4),
-                "median_s_per_epoch": round(steady, 4),
-                "cells_per_s": round(n_train / steady),
-            }
-        )
+    for batch_size in args.batch_size:
+        train_cfg = TrainConfig(epochs=args.epochs, batch_size=batch_size, warmup_epochs=50, seed=0)
+        for n_models in args.models:
+            for method in args.methods:
+                model_cfg = ModelConfig(
+                    method=method, n_genes=adata.n_vars, n_latent=n_latent, n_perturbations=n_perturbations,
+                    beta=8.0 if method == "beta_vae" else 1.0, alpha=100.0, lam=1.0,
+                )
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                seconds = time_method(adata, model_cfg, train_cfg, device, n_models)
+                steady = float(np.median(seconds.iloc[1:])) if len(seconds) > 1 else float(seconds.iloc[0])
+                rows.append(
+                    {
+                        "method": method,
+                        "batch_size": batch_size,
+                        "models": n_models,
+                        "first_epoch_s": round(float(seconds.iloc[0]) * n_models, 4),
+                        "s_per_epoch": round(steady * n_models, 4),
+                        "s_per_model_epoch": round(steady, 4),
+                        "cells_per_s": round(n_train / steady),
+                        "speedup_vs_reference": round(args.reference / steady, 2),
+                        "peak_memory_gb": round(peak_memory_gb(device), 2),
+                    }
+                )
     print(
-        f"{machine_line(device, args.threads)}; batch {args.batch_size}; {n_train} training cells x "
-        f"{adata.n_vars} genes, p = {n_latent}; median of epochs 2-{args.epochs}"
+        f"{machine_line(device, args.threads)}; {n_train} training cells x {adata.n_vars} genes, "
+        f"p = {n_latent}; median of epochs 2-{args.epochs}; reference {args.reference:g} s / epoch; "
+        "peak memory: process RSS (CPU) or allocator peak (CUDA)"
     )
     pd.DataFrame(rows).to_csv(sys.stdout, sep="\t", index=False)
+    sys.stdout.flush()
+    if args.iwelbo:
+        from . import benchmark_iwelbo
+
+        benchmark_iwelbo.main(["--threads", str(args.threads), "--device", str(device), "--particles",
+                               *map(str, args.iwelbo)])
     return 0
 
 

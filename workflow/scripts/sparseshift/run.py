@@ -19,6 +19,7 @@ import scipy.sparse as sp
 import torch
 
 from . import io, metrics
+from .batched import fit_many
 from .io import read_dataset
 from .model import DISPLAY_NAMES, ModelConfig, SparseShiftVAE
 from .train import TrainConfig, fit, seed_everything, select_device, split_train_val
@@ -86,6 +87,34 @@ class RunData:
         return out
 
 
+def new_run(
+    adata, model_cfg: ModelConfig, train_cfg: TrainConfig, dev: torch.device, path: str = "<dataset>"
+) -> tuple[RunData, SparseShiftVAE]:
+    """A run's data on ``dev`` and its freshly initialised model (seeded by ``train_cfg.seed``)."""
+    data = RunData(adata, train_cfg.val_fraction, train_cfg.seed, dev, path)
+    seed_everything(train_cfg.seed)
+    model = SparseShiftVAE(model_cfg).to(dev)
+    log.info(
+        "training %s on %s: %d training / %d validation cells, %d genes, device %s",
+        model_cfg.method, path, len(data.train_cells), len(data.val_cells), adata.n_vars, dev,
+    )
+    model.standardize_inputs(data.x[data.train_cells])
+    return data, model
+
+
+def finish_run(model: SparseShiftVAE, history: pd.DataFrame, data: RunData, seconds: float) -> tuple[np.ndarray, dict]:
+    """Latent means of every cell and the timing and ELBOs of a trained run."""
+    latents = model.latent_means(data.x).cpu().numpy()
+    info = {
+        "device": str(data.device),
+        "train_seconds": seconds,
+        "epochs_run": int(len(history)),
+        "seconds_per_epoch": seconds / max(1, len(history)),
+        **data.split_elbos(model),
+    }
+    return latents, info
+
+
 def train_run(
     adata,
     model_cfg: ModelConfig,
@@ -96,25 +125,10 @@ def train_run(
 ) -> tuple[SparseShiftVAE, pd.DataFrame, np.ndarray, dict]:
     """Train on the ``train`` split; return the model, its history, the latent means
     of every cell and timing information."""
-    dev = select_device(device)
-    data = RunData(adata, train_cfg.val_fraction, train_cfg.seed, dev, path)
-    seed_everything(train_cfg.seed)
-    model = SparseShiftVAE(model_cfg).to(dev)
-    log.info(
-        "training %s on %s: %d training / %d validation cells, %d genes, device %s",
-        model_cfg.method, path, len(data.train_cells), len(data.val_cells), adata.n_vars, dev,
-    )
-    model.standardize_inputs(data.x[data.train_cells])
+    data, model = new_run(adata, model_cfg, train_cfg, select_device(device), path)
     start = time.perf_counter()
     history = fit(model, data.x, data.labels, data.train_cells, data.val_cells, train_cfg, checkpoint)
-    seconds = time.perf_counter() - start
-    latents = model.latent_means(data.x).cpu().numpy()
-    info = {
-        "device": str(dev),
-        "train_seconds": seconds,
-        "epochs_run": int(len(history)),
-        **data.split_elbos(model),
-    }
+    latents, info = finish_run(model, history, data, time.perf_counter() - start)
     return model, history, latents, info
 
 
@@ -185,9 +199,43 @@ def train_from_files(
     train_cfg = TrainConfig(**train_settings)
     Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
     model, history, latents, info = train_run(adata, model_cfg, train_cfg, device, checkpoint, str(data_path))
-    info["seconds_per_epoch"] = info["train_seconds"] / max(1, info["epochs_run"])
     save_run(model, history, latents, info, adata, outputs)
     Path(checkpoint).unlink(missing_ok=True)
+
+
+def train_stacked_from_files(
+    data_paths: list, model_settings: dict, train_settings: dict, seeds: list[int], device: str,
+    outputs: dict,
+) -> None:
+    """The stacked training job: the runs of every seed of one method and setting,
+    trained together as one batched model (:func:`sparseshift.batched.fit_many`).
+
+    ``data_paths[i]`` is seed ``seeds[i]``'s dataset (the same file for every seed of a
+    Replogle fold) and each entry of ``outputs`` a list with one path per seed. Each
+    run starts from the same initial weights and validation split as its one-model
+    job; its random draws differ, so its numbers are not those of the one-model job.
+    """
+    dev = select_device(device)
+    runs = []
+    for path, seed in zip(data_paths, seeds):
+        adata = read_dataset(path)
+        _, names = perturbation_labels(adata, path)
+        model_cfg = ModelConfig(
+            n_genes=adata.n_vars, n_perturbations=len(names), perturbations=names, **model_settings
+        )
+        train_cfg = TrainConfig(**{**train_settings, "seed": seed})
+        runs.append((adata, *new_run(adata, model_cfg, train_cfg, dev, str(path))))
+    cfg = TrainConfig(**{**train_settings, "seed": seeds[0]})
+    start = time.perf_counter()
+    histories = fit_many(
+        [model for _, _, model in runs], [d.x for _, d, _ in runs], [d.labels for _, d, _ in runs],
+        [d.train_cells for _, d, _ in runs], [d.val_cells for _, d, _ in runs], cfg, seeds,
+    )
+    seconds = (time.perf_counter() - start) / len(runs)
+    for i, ((adata, data, model), history) in enumerate(zip(runs, histories)):
+        latents, info = finish_run(model, history, data, seconds)
+        info["stacked_models"] = len(runs)
+        save_run(model, history, latents, info, adata, {key: paths[i] for key, paths in outputs.items()})
 
 
 def evaluate_from_files(inputs: dict, record: dict, output) -> dict:

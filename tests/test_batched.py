@@ -1,0 +1,106 @@
+"""Several models trained as one batched model (sparseshift.batched)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sparseshift.batched import ModelStack, fit_many
+from sparseshift.model import ModelConfig, SparseShiftVAE
+from sparseshift.run import RunData
+from sparseshift.simulate import SimulationConfig, simulate
+from sparseshift.train import TrainConfig
+
+
+def models(n: int, method: str = "svae_plus", **kw) -> list[SparseShiftVAE]:
+    cfg = ModelConfig(method=method, n_genes=12, n_latent=3, n_perturbations=5, alpha=5.0, **kw)
+    out = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        out.append(SparseShiftVAE(cfg))
+    return out
+
+
+@pytest.mark.parametrize("method", ["vae", "ivae", "svae", "svae_plus"])
+def test_each_model_of_a_stack_gets_its_own_loss_and_gradient(method):
+    """With one shared random draw, the stack's loss and gradient of model i are those
+    of model i alone: batching neither mixes the models nor changes the objective."""
+    ms = models(3, method)
+    stack = ModelStack(ms)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.poisson(torch.full((3, 16, 12), 20.0), generator=gen)
+    labels = torch.randint(0, 5, (3, 16), generator=gen)
+    torch.manual_seed(7)
+    loss, parts = stack("loss", x, labels, randomness="same", kl_weight=0.5, n_obs=100)
+    loss.sum().backward()
+    for i, model in enumerate(ms):
+        torch.manual_seed(7)
+        own, own_parts = model.loss(x[i], labels[i], kl_weight=0.5, n_obs=100)
+        own.backward()
+        torch.testing.assert_close(loss[i], own)
+        torch.testing.assert_close(parts["elbo_cells"][i], own_parts["elbo_cells"])
+        for name, param in model.named_parameters():
+            torch.testing.assert_close(stack.params[f"model.{name}"].grad[i], param.grad, msg=name)
+
+
+def tiny_data(seed: int):
+    adata = simulate(SimulationConfig(n_latent=3, n_perturbations=8, n_heldout=2, cells_per_perturbation=30,
+                                      n_genes=12, targets_max=2, seed=seed))
+    return RunData(adata, 0.1, seed, torch.device("cpu"))
+
+
+def train_two(epochs: int = 6):
+    data = [tiny_data(0), tiny_data(1)]
+    cfg = ModelConfig(method="svae_plus", n_genes=12, n_latent=3, n_perturbations=8, alpha=5.0)
+    ms = []
+    for seed, d in enumerate(data):
+        torch.manual_seed(seed)
+        m = SparseShiftVAE(cfg)
+        m.standardize_inputs(d.x[d.train_cells])
+        ms.append(m)
+    before = [float(m.elbo(*d.cells(d.val_cells))) for m, d in zip(ms, data)]
+    histories = fit_many(
+        ms, [d.x for d in data], [d.labels for d in data], [d.train_cells for d in data],
+        [d.val_cells for d in data], TrainConfig(epochs=epochs, batch_size=32, warmup_epochs=2, lr=5e-3),
+        seeds=[0, 1],
+    )
+    return ms, data, before, histories
+
+
+def test_fit_many_trains_every_model_and_writes_it_back():
+    ms, data, before, histories = train_two()
+    for m, d, b, h in zip(ms, data, before, histories):
+        assert len(h) == 6 and h["epoch"].tolist() == list(range(1, 7))
+        after = float(m.elbo(*d.cells(d.val_cells)))
+        assert after > b + 1.0  # the model itself (not only the stack) was trained
+        assert h["elbo_val"].iloc[-1] == pytest.approx(after, abs=1.0)  # one posterior draw each
+        assert 0.0 <= h["mask_density"].iloc[-1] <= 1.0
+        assert not m.training
+    # two datasets, two initialisations: two different models
+    assert not torch.equal(ms[0].decoder[0].weight, ms[1].decoder[0].weight)
+
+
+def test_fit_many_same_seeds_same_numbers():
+    a, _, _, ha = train_two(epochs=3)
+    b, _, _, hb = train_two(epochs=3)
+    for ma, mb in zip(a, b):
+        for (name, pa), pb in zip(ma.named_parameters(), mb.parameters()):
+            assert torch.equal(pa, pb), name
+    assert ha[1]["loss"].tolist() == hb[1]["loss"].tolist()
+
+
+def test_stack_refuses_models_of_different_configurations():
+    with pytest.raises(ValueError, match="model 1 has another configuration"):
+        ModelStack([models(1)[0], models(1, "ivae")[0]])
+
+
+def test_fit_many_refuses_early_stopping_and_mismatched_data():
+    ms = models(2)
+    x = [torch.ones(20, 12), torch.ones(20, 12)]
+    lab = [torch.zeros(20, dtype=torch.long)] * 2
+    idx = [np.arange(15)] * 2
+    val = [np.arange(15, 20)] * 2
+    with pytest.raises(ValueError, match="patience"):
+        fit_many(ms, x, lab, idx, val, TrainConfig(epochs=1, patience=3))
+    with pytest.raises(ValueError, match="same shape"):
+        fit_many(ms, [x[0], torch.ones(30, 12)], lab, idx, val, TrainConfig(epochs=1))
