@@ -104,3 +104,20 @@ def test_fit_many_refuses_early_stopping_and_mismatched_data():
         fit_many(ms, x, lab, idx, val, TrainConfig(epochs=1, patience=3))
     with pytest.raises(ValueError, match="same shape"):
         fit_many(ms, [x[0], torch.ones(30, 12)], lab, idx, val, TrainConfig(epochs=1))
+
+
+def test_benchmark_prints_one_row_per_method_batch_and_stack(capsys):
+    from sparseshift import benchmark
+
+    benchmark.main(["--epochs", "2", "--methods", "vae", "svae_plus", "--models", "1", "2",
+                    "--batch-size", "2048"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("# ") and "1 thread(s)" in lines[0]
+    table = [line.split("\t") for line in lines[1:]]
+    header, rows = table[0], table[1:]
+    assert [(r[0], r[2]) for r in rows] == [("vae", "1"), ("svae_plus", "1"), ("vae", "2"), ("svae_plus", "2")]
+    col = {name: i for i, name in enumerate(header)}
+    for r in rows:
+        per_model = float(r[col["s_per_model_epoch"]])
+        assert per_model > 0 and float(r[col["s_per_epoch"]]) == pytest.approx(per_model * int(r[2]), rel=1e-3)
+        assert float(r[col["speedup_vs_reference"]]) == pytest.approx(1.15 / per_model, rel=1e-2)
