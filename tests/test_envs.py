@@ -55,7 +55,7 @@ def test_every_env_matches_pyproject():
 def test_every_rule_has_a_conda_env():
     for smk in (REPO / "workflow" / "rules").glob("*.smk"):
         text = smk.read_text()
-        n_rules = len(re.findall(r"^rule \w+:", text, flags=re.M))
+        n_rules = len(re.findall(r"^\s*rule(?: \w+)?:", text, flags=re.M))  # named or in a loop
         assert text.count("conda:") == n_rules, smk.name
 
 
@@ -107,7 +107,8 @@ def _packages_needed(script: Path) -> set[str]:
 def test_every_rule_env_exists_and_has_what_its_script_imports():
     checked = 0
     for smk in (REPO / "workflow" / "rules").glob("*.smk"):
-        for rule, body in re.findall(r"(?ms)^rule (\w+):\n(.*?)(?=^rule |\Z)", smk.read_text()):
+        # named rules, and rules defined in a loop (``rule:`` with a ``name:``), indented or not
+        for rule, body in re.findall(r"(?ms)^[ \t]*rule ?(\w*):\n(.*?)(?=^[ \t]*rule[ :]|\Z)", smk.read_text()):
             env = re.search(r'conda:\s*"([^"]+)"', body).group(1)
             env_path = (smk.parent / env).resolve()
             assert env_path.exists(), f"rule {rule}: {env} does not exist"
