@@ -49,7 +49,7 @@ def tiny_data(seed: int):
     return RunData(adata, 0.1, seed, torch.device("cpu"))
 
 
-def train_two(epochs: int = 6):
+def train_two(epochs: int = 6, checkpoint=None):
     data = [tiny_data(0), tiny_data(1)]
     cfg = ModelConfig(method="svae_plus", n_genes=12, n_latent=3, n_perturbations=8, alpha=5.0)
     ms = []
@@ -61,8 +61,9 @@ def train_two(epochs: int = 6):
     before = [float(m.elbo(*d.cells(d.val_cells))) for m, d in zip(ms, data)]
     histories = fit_many(
         ms, [d.x for d in data], [d.labels for d in data], [d.train_cells for d in data],
-        [d.val_cells for d in data], TrainConfig(epochs=epochs, batch_size=32, warmup_epochs=2, lr=5e-3),
-        seeds=[0, 1],
+        [d.val_cells for d in data],
+        TrainConfig(epochs=epochs, batch_size=32, warmup_epochs=2, lr=5e-3, checkpoint_every=2),
+        seeds=[0, 1], checkpoint=checkpoint,
     )
     return ms, data, before, histories
 
@@ -87,6 +88,20 @@ def test_fit_many_same_seeds_same_numbers():
         for (name, pa), pb in zip(ma.named_parameters(), mb.parameters()):
             assert torch.equal(pa, pb), name
     assert ha[1]["loss"].tolist() == hb[1]["loss"].tolist()
+
+
+def test_fit_many_resumes_from_its_checkpoint(tmp_path):
+    """A stacked job killed after epoch 2 and rerun continues where it stopped, with the
+    numbers of an uninterrupted run."""
+    ckpt = tmp_path / "stack.pt"
+    train_two(epochs=3, checkpoint=ckpt)  # saves at epoch 2; stands for a job killed in epoch 3
+    assert ckpt.exists()
+    resumed, _, _, h_resumed = train_two(epochs=4, checkpoint=ckpt)
+    straight, _, _, h_straight = train_two(epochs=4)
+    for a, b in zip(resumed, straight):
+        for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+            assert torch.equal(pa, pb), name
+    assert h_resumed[0]["loss"].tolist() == h_straight[0]["loss"].tolist()
 
 
 def test_stack_refuses_models_of_different_configurations():

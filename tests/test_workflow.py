@@ -209,6 +209,7 @@ def test_stacked_training_trains_every_seed_in_one_job(tmp_path):
         weights.append(torch.load(folder / "model.pt", weights_only=True)["decoder.0.weight"])
     assert not torch.equal(*weights)  # two seeds, two datasets: two models
     assert (tmp_path / "results/logs/train/simulation/tiny/stacked/svae_plus/p4_alpha10.benchmark.tsv").exists()
+    assert not list((tmp_path / "results" / "checkpoints").rglob("*.pt"))  # removed once done
 
 
 def test_stacked_training_refuses_early_stopping(tmp_path):

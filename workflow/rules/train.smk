@@ -61,5 +61,6 @@ else:
                 train=stacked_params(_arm, train_settings),
                 seeds=ARM_SEEDS[_arm],
                 device=config["device"],
+                checkpoint=f"{RESULTS}/checkpoints/{_arm}/{{dataset}}/stacked/{{method}}/{{hp}}.pt",
             script:
                 "../scripts/train_stacked.py"

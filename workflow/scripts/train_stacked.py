@@ -13,5 +13,6 @@ train_stacked_from_files(
     snakemake.params.train,
     snakemake.params.seeds,
     snakemake.params.device,
+    snakemake.params.checkpoint,
     {key: list(paths) for key, paths in snakemake.output.items()},
 )

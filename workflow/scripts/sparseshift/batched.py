@@ -11,15 +11,18 @@ Adam optimisers (Adam acts element-wise). The model class is not duplicated; eac
 model keeps its own data, minibatch order and random draws.
 
 :func:`fit_many` is the training loop of :func:`sparseshift.train.fit` for a stack,
-without early stopping and checkpoints; ``python -m sparseshift.benchmark --models N``
-measures it.
+resumable from a checkpoint, without early stopping; ``python -m sparseshift.benchmark
+--models N`` measures it.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import operator
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,8 +30,11 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from .io import atomic_path
 from .model import SparseShiftVAE
-from .train import HISTORY_COLUMNS, TrainConfig, epoch_parts, kl_weight_at
+from .train import HISTORY_COLUMNS, TrainConfig, epoch_parts, kl_weight_at, restore_rng_state, rng_state
+
+log = logging.getLogger(__name__)
 
 # The same for every model of a stack and read as a Python bool by the prior:
 # kept out of the batched buffers (vmap cannot branch on a batched tensor).
@@ -103,6 +109,7 @@ def fit_many(
     val_idx: list[np.ndarray],
     cfg: TrainConfig,
     seeds: list[int] | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> list[pd.DataFrame]:
     """Train ``models`` together, each on its own ``xs[i][train_idx[i]]``; return their histories.
 
@@ -110,7 +117,9 @@ def fit_many(
     (same number of cells, of training and of validation cells). ``seeds[i]`` (default
     ``cfg.seed + i``) orders model i's minibatches; the random draws of the models come
     from the global generator, seeded with ``cfg.seed``. Same seeds, same numbers.
-    The models are trained in place and left in evaluation mode.
+    The models are trained in place and left in evaluation mode. When ``checkpoint`` is
+    given, the stack's state (weights, optimiser, random generators, histories) is saved
+    there every ``cfg.checkpoint_every`` epochs and a later call resumes from it.
     """
     n = len(models)
     if not (len(xs) == len(labels) == len(train_idx) == len(val_idx) == n):
@@ -131,7 +140,20 @@ def fit_many(
     rows = torch.arange(n, device=device)[:, None]
     n_train = train_t.shape[1]
     histories: list[list[dict]] = [[] for _ in range(n)]
-    for epoch in range(cfg.epochs):
+    start = 0
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        with torch.no_grad():
+            for name, param in stack.params.items():
+                param.copy_(state["params"][name])
+        optimiser.load_state_dict(state["optimiser"])
+        for generator, saved in zip(generators, state["generators"]):
+            generator.set_state(saved)
+        restore_rng_state(state["rng"], device)
+        histories, start = state["histories"], state["epoch"]
+        log.info("resumed %d stacked models from %s at epoch %d", n, ckpt, start)
+    for epoch in range(start, cfg.epochs):
         stack.train()
         tic = time.perf_counter()
         kl_weight = kl_weight_at(epoch, cfg.warmup_epochs)
@@ -155,6 +177,19 @@ def fit_many(
             histories[i].append(
                 dict(zip(HISTORY_COLUMNS, [epoch + 1, kl_weight, *means[i], elbo_val, density, seconds / n]))
             )
+        log.info("epoch %d/%d of %d stacked models: elbo_val %s", epoch + 1, cfg.epochs, n,
+                 " ".join(f"{h[-1]['elbo_val']:.3f}" for h in histories))
+        if ckpt is not None and (epoch + 1) % cfg.checkpoint_every == 0 and epoch + 1 < cfg.epochs:
+            state = {
+                "params": {k: v.detach() for k, v in stack.params.items()},
+                "optimiser": optimiser.state_dict(),
+                "generators": [g.get_state() for g in generators],
+                "rng": rng_state(device),
+                "histories": histories,
+                "epoch": epoch + 1,
+            }
+            with atomic_path(ckpt) as tmp:
+                torch.save(state, tmp)
     stack.write_back(models)
     for model in models:
         model.eval()

@@ -205,7 +205,7 @@ def train_from_files(
 
 def train_stacked_from_files(
     data_paths: list, model_settings: dict, train_settings: dict, seeds: list[int], device: str,
-    outputs: dict,
+    checkpoint, outputs: dict,
 ) -> None:
     """The stacked training job: the runs of every seed of one method and setting,
     trained together as one batched model (:func:`sparseshift.batched.fit_many`).
@@ -216,6 +216,7 @@ def train_stacked_from_files(
     job; its random draws differ, so its numbers are not those of the one-model job.
     """
     dev = select_device(device)
+    Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
     runs = []
     for path, seed in zip(data_paths, seeds):
         adata = read_dataset(path)
@@ -229,13 +230,14 @@ def train_stacked_from_files(
     start = time.perf_counter()
     histories = fit_many(
         [model for _, _, model in runs], [d.x for _, d, _ in runs], [d.labels for _, d, _ in runs],
-        [d.train_cells for _, d, _ in runs], [d.val_cells for _, d, _ in runs], cfg, seeds,
+        [d.train_cells for _, d, _ in runs], [d.val_cells for _, d, _ in runs], cfg, seeds, checkpoint,
     )
     seconds = (time.perf_counter() - start) / len(runs)
     for i, ((adata, data, model), history) in enumerate(zip(runs, histories)):
         latents, info = finish_run(model, history, data, seconds)
         info["stacked_models"] = len(runs)
         save_run(model, history, latents, info, adata, {key: paths[i] for key, paths in outputs.items()})
+    Path(checkpoint).unlink(missing_ok=True)
 
 
 def evaluate_from_files(inputs: dict, record: dict, output) -> dict:

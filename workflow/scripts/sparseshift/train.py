@@ -82,14 +82,14 @@ def kl_weight_at(epoch: int, warmup_epochs: int) -> float:
     return min(1.0, epoch / warmup_epochs)
 
 
-def _rng_state(device: torch.device) -> dict:
+def rng_state(device: torch.device) -> dict:
     state = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict, device: torch.device) -> None:
+def restore_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["cpu"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
@@ -132,7 +132,7 @@ def fit(
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         generator.set_state(state["generator"])
-        _set_rng_state(state["rng"], device)
+        restore_rng_state(state["rng"], device)
         history, best, start = state["history"], state["best"], state["epoch"]
         log.info("resumed from %s at epoch %d", ckpt, start)
 
@@ -172,7 +172,7 @@ def fit(
                 "model": model.state_dict(),
                 "optimiser": optimiser.state_dict(),
                 "generator": generator.get_state(),
-                "rng": _rng_state(device),
+                "rng": rng_state(device),
                 "history": history,
                 "best": best,
                 "epoch": epoch + 1,
