@@ -107,6 +107,10 @@ def test_fit_many_resumes_from_its_checkpoint(tmp_path):
 def test_stack_refuses_models_of_different_configurations():
     with pytest.raises(ValueError, match="model 1 has another configuration"):
         ModelStack([models(1)[0], models(1, "ivae")[0]])
+    frozen, free = models(2)
+    frozen.binarize_targets(torch.tensor([4]))
+    with pytest.raises(ValueError, match="frozen target mask"):
+        ModelStack([frozen, free])
 
 
 def test_fit_many_refuses_early_stopping_and_mismatched_data():

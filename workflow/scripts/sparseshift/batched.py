@@ -65,6 +65,8 @@ class ModelStack:
                     f"ModelStack: model {i} has another configuration than model 0 "
                     "(only models of the same ModelConfig can be stacked)"
                 )
+        if len({bool(getattr(m.prior, "mask_frozen", False)) for m in models}) > 1:
+            raise ValueError("ModelStack: some models have a frozen target mask and others not")
         self.n_models = len(models)
         self._call = _Call(copy.deepcopy(models[0]))
         params, buffers = stack_module_state(models)
