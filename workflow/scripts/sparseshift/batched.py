@@ -67,7 +67,6 @@ class ModelStack:
                 )
         if len({bool(getattr(m.prior, "mask_frozen", False)) for m in models}) > 1:
             raise ValueError("ModelStack: some models have a frozen target mask and others not")
-        self.n_models = len(models)
         self._call = _Call(copy.deepcopy(models[0]))
         params, buffers = stack_module_state(models)
         self.params = {f"model.{k}": v for k, v in params.items()}

@@ -13,7 +13,7 @@ The paper simulation has 100 perturbations x 250 cells, 20 of them held out:
 20,000 training cells x 100 genes, of which 18,000 are trained on after the 10%
 validation split. With ``--models 1`` each method is trained by ``train_run``, as in the
 pipeline; with ``--models N`` N models of the method (seeds 0..N-1) are trained together
-by ``fit_many``, as with ``stack_seeds: true``. Every combination of ``--batch-size`` and
+by ``train_stacked``, as with ``stack_seeds: true``. Every combination of ``--batch-size`` and
 ``--models`` is a row per method. The loop times each epoch's minibatch loop itself
 (``train_seconds`` in the history, excluding the validation pass); the first epoch, which
 pays one-off allocation costs, is reported separately and left out of the median.
@@ -34,9 +34,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .batched import fit_many
-from .model import METHODS, ModelConfig, SparseShiftVAE
-from .run import RunData, train_run, training_cells
+from .model import METHODS, ModelConfig
+from .run import train_run, train_stacked, training_cells
 from .simulate import SimulationConfig, simulate
 from .train import TrainConfig, select_device, split_train_val
 
@@ -76,22 +75,14 @@ def peak_memory_gb(device: torch.device) -> float:
 
 def time_method(adata, model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device, n_models: int):
     """Seconds of each epoch's minibatch loop, per model: one model through ``train_run``
-    as in the pipeline, or ``n_models`` models (seeds 0..n-1 on the same data) stacked."""
+    as in the pipeline, or ``n_models`` models (seeds 0..n-1 on the same data) stacked
+    through ``train_stacked``, as with ``stack_seeds: true``."""
     if n_models == 1:
         _, history, _, _ = train_run(adata, model_cfg, train_cfg, str(device))
-        return history["train_seconds"]
-    data = RunData(adata, train_cfg.val_fraction, train_cfg.seed, device)
-    models = []
-    for seed in range(n_models):
-        torch.manual_seed(seed)
-        model = SparseShiftVAE(model_cfg).to(device)
-        model.standardize_inputs(data.x[data.train_cells])
-        models.append(model)
-    histories = fit_many(
-        models, [data.x] * n_models, [data.labels] * n_models, [data.train_cells] * n_models,
-        [data.val_cells] * n_models, train_cfg, seeds=list(range(n_models)),
-    )
-    return histories[0]["train_seconds"]  # the stack's seconds per epoch / n_models
+    else:
+        runs = train_stacked([adata] * n_models, model_cfg, train_cfg, list(range(n_models)), str(device))
+        history = runs[0][1]  # its seconds are the stack's per epoch / n_models
+    return history["train_seconds"]
 
 
 def main(argv=None) -> int:

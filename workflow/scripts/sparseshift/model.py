@@ -55,7 +55,7 @@ class _StraightThroughStep(torch.autograd.Function):
     ``sigmoid(v) * sigmoid(-v)``, which stays non-zero in float32 for large |v|
     (autograd through ``torch.sigmoid`` would return exactly 0 once sigmoid(v)
     rounds to 1). Written with ``setup_context`` so that ``torch.func.vmap`` can
-    batch it (several models trained as one, :func:`sparseshift.train.fit_many`).
+    batch it (several models trained as one, :func:`sparseshift.batched.fit_many`).
     """
 
     generate_vmap_rule = True

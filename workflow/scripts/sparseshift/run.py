@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -187,15 +188,54 @@ def save_run(model, history, latents, info, adata, outputs: dict) -> None:
     io.write_json(info, outputs["info"])
 
 
+def train_stacked(
+    adatas: list,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    seeds: list[int],
+    device: str = "auto",
+    checkpoint: str | Path | None = None,
+    paths: list[str] | None = None,
+) -> list[tuple[SparseShiftVAE, pd.DataFrame, np.ndarray, dict]]:
+    """:func:`train_run` for the runs of ``seeds`` (run i on ``adatas[i]``, seeded by
+    ``seeds[i]``), trained together as one batched model (:func:`sparseshift.batched.fit_many`).
+
+    Each run starts from the same initial weights and validation split as its
+    :func:`train_run`; its random draws differ, so its numbers are not those of the
+    one-model run. ``train_seconds`` of each run is the stack's time divided by its size.
+    """
+    dev = select_device(device)
+    paths = paths or ["<dataset>"] * len(adatas)
+    runs = [
+        new_run(adata, model_cfg, replace(train_cfg, seed=seed), dev, path)
+        for adata, seed, path in zip(adatas, seeds, paths)
+    ]
+    start = time.perf_counter()
+    histories = fit_many(
+        [model for _, model in runs], [d.x for d, _ in runs], [d.labels for d, _ in runs],
+        [d.train_cells for d, _ in runs], [d.val_cells for d, _ in runs],
+        replace(train_cfg, seed=seeds[0]), seeds, checkpoint,
+    )
+    seconds = (time.perf_counter() - start) / len(runs)
+    out = []
+    for (data, model), history in zip(runs, histories):
+        latents, info = finish_run(model, history, data, seconds)
+        out.append((model, history, latents, {**info, "stacked_models": len(runs)}))
+    return out
+
+
+def run_model_config(adata, path, model_settings: dict) -> ModelConfig:
+    """The model of a training job on ``adata``: sized by the dataset, the rest from config."""
+    _, names = perturbation_labels(adata, path)
+    return ModelConfig(n_genes=adata.n_vars, n_perturbations=len(names), perturbations=names, **model_settings)
+
+
 def train_from_files(
     data_path, model_settings: dict, train_settings: dict, device: str, checkpoint, outputs: dict
 ) -> None:
     """The training job: read the dataset, train (resuming from ``checkpoint``), write outputs."""
     adata = read_dataset(data_path)
-    _, names = perturbation_labels(adata, data_path)
-    model_cfg = ModelConfig(
-        n_genes=adata.n_vars, n_perturbations=len(names), perturbations=names, **model_settings
-    )
+    model_cfg = run_model_config(adata, data_path, model_settings)
     train_cfg = TrainConfig(**train_settings)
     Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
     model, history, latents, info = train_run(adata, model_cfg, train_cfg, device, checkpoint, str(data_path))
@@ -207,35 +247,17 @@ def train_stacked_from_files(
     data_paths: list, model_settings: dict, train_settings: dict, seeds: list[int], device: str,
     checkpoint, outputs: dict,
 ) -> None:
-    """The stacked training job: the runs of every seed of one method and setting,
-    trained together as one batched model (:func:`sparseshift.batched.fit_many`).
-
-    ``data_paths[i]`` is seed ``seeds[i]``'s dataset (the same file for every seed of a
-    Replogle fold) and each entry of ``outputs`` a list with one path per seed. Each
-    run starts from the same initial weights and validation split as its one-model
-    job; its random draws differ, so its numbers are not those of the one-model job.
-    """
-    dev = select_device(device)
+    """The stacked training job: the runs of every seed of one method and setting
+    (:func:`train_stacked`). ``data_paths[i]`` is seed ``seeds[i]``'s dataset (the same
+    file for every seed of a Replogle fold, read once) and each entry of ``outputs`` a
+    list with one path per seed."""
+    files = {path: read_dataset(path) for path in dict.fromkeys(data_paths)}
+    adatas = [files[path] for path in data_paths]
+    model_cfg = run_model_config(adatas[0], data_paths[0], model_settings)
     Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
-    runs = []
-    for path, seed in zip(data_paths, seeds):
-        adata = read_dataset(path)
-        _, names = perturbation_labels(adata, path)
-        model_cfg = ModelConfig(
-            n_genes=adata.n_vars, n_perturbations=len(names), perturbations=names, **model_settings
-        )
-        train_cfg = TrainConfig(**{**train_settings, "seed": seed})
-        runs.append((adata, *new_run(adata, model_cfg, train_cfg, dev, str(path))))
-    cfg = TrainConfig(**{**train_settings, "seed": seeds[0]})
-    start = time.perf_counter()
-    histories = fit_many(
-        [model for _, _, model in runs], [d.x for _, d, _ in runs], [d.labels for _, d, _ in runs],
-        [d.train_cells for _, d, _ in runs], [d.val_cells for _, d, _ in runs], cfg, seeds, checkpoint,
-    )
-    seconds = (time.perf_counter() - start) / len(runs)
-    for i, ((adata, data, model), history) in enumerate(zip(runs, histories)):
-        latents, info = finish_run(model, history, data, seconds)
-        info["stacked_models"] = len(runs)
+    runs = train_stacked(adatas, model_cfg, TrainConfig(**train_settings), seeds, device, checkpoint,
+                         [str(p) for p in data_paths])
+    for i, (adata, (model, history, latents, info)) in enumerate(zip(adatas, runs)):
         save_run(model, history, latents, info, adata, {key: paths[i] for key, paths in outputs.items()})
     Path(checkpoint).unlink(missing_ok=True)
 
