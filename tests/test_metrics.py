@@ -218,3 +218,69 @@ def test_topk_graph_random_rows_have_exactly_k(rng: np.random.Generator) -> None
     sel_min = np.where(out == 1, a, np.inf).min(axis=1)
     unsel_max = np.where(out == 0, a, -np.inf).max(axis=1)
     assert np.all(sel_min > unsel_max)
+
+
+# --------------------------------------------------------------------------- signed matching
+
+
+def test_signed_matching_sends_flipped_latents_elsewhere(rng: np.random.Generator) -> None:
+    """The released code's convention: with 7 of 15 latents sign-flipped, a perfect graph is
+    scored below 1 after the signed matching and exactly 1 after the |r| matching."""
+    n, p, k = 3000, 15, 100
+    z_true = rng.normal(size=(n, p))
+    flips = np.where(np.arange(p) < 7, -1.0, 1.0)
+    z_learned = z_true * flips
+    g_true = np.zeros((k, p), dtype=int)
+    for i in range(k):
+        g_true[i, rng.choice(p, size=rng.integers(1, 4), replace=False)] = 1
+    mcc_abs, rows, cols = metrics.match_latents(z_true, z_learned)
+    mcc_signed, rows_s, cols_s = metrics.match_latents(z_true, z_learned, signed=True)
+    assert mcc_abs == pytest.approx(1.0)
+    np.testing.assert_array_equal(cols, np.arange(p))
+    assert not np.array_equal(cols_s, np.arange(p))  # flipped latents moved
+    np.testing.assert_array_equal(cols_s[7:], np.arange(7, p))  # unflipped kept
+    assert mcc_signed < 0.6  # 8 of 15 pairs right, the flipped ones matched to other latents
+    f1_abs = metrics.graph_metrics(g_true, g_true, rows, cols)["graph_f1"]
+    f1_signed = metrics.graph_metrics(g_true, g_true, rows_s, cols_s)["graph_f1"]
+    assert f1_abs == pytest.approx(1.0)
+    assert f1_signed < 0.8
+
+
+def test_signed_and_abs_matching_agree_without_flips(rng: np.random.Generator) -> None:
+    z_true = rng.normal(size=(2000, 5))
+    perm = np.array([4, 2, 0, 1, 3])
+    z_learned = 2.0 * z_true[:, perm] + 1.0
+    a = metrics.match_latents(z_true, z_learned)
+    s = metrics.match_latents(z_true, z_learned, signed=True)
+    np.testing.assert_array_equal(a[2], s[2])
+    assert a[0] == pytest.approx(s[0])
+
+
+# --------------------------------------------------------------------------- UDR
+
+
+def test_udr_ranks_same_above_entangled_above_unrelated(rng: np.random.Generator) -> None:
+    """A permuted, monotonely rescaled copy scores near 1 (below it only by the sample
+    correlations of independent latents), a rotated copy far lower, noise near 0."""
+    z = rng.normal(size=(10000, 6))
+    perm = np.array([5, 3, 1, 0, 2, 4])
+    same = np.exp(z[:, perm]) * np.array([1, -2, 3, -1, 0.5, 4])  # monotone per latent
+    rotated = z @ np.linalg.qr(rng.normal(size=(6, 6)))[0]
+    score_same = metrics.udr_pair(z, same)
+    assert score_same > 0.9
+    assert metrics.udr_pair(same, z) == pytest.approx(score_same)  # symmetric
+    assert metrics.udr_pair(z, rotated) < 0.6
+    assert metrics.udr_pair(z, rng.normal(size=z.shape)) < 0.05
+    # a setting: the median over its pairs
+    assert metrics.udr([z, same, -z]) == pytest.approx(np.median(
+        [metrics.udr_pair(z, same), metrics.udr_pair(z, -z), metrics.udr_pair(same, -z)]))
+
+
+def test_udr_ignores_collapsed_latents(rng: np.random.Generator) -> None:
+    z = rng.normal(size=(2000, 4))
+    padded = np.column_stack([z, np.zeros(2000), np.full(2000, 0.3)])
+    np.testing.assert_array_equal(metrics.informative_latents(padded), [True] * 4 + [False] * 2)
+    assert metrics.udr_pair(z, padded[:, ::-1]) == pytest.approx(metrics.udr_pair(z, z[:, ::-1]))
+    assert metrics.udr_pair(z, np.zeros((2000, 3))) == 0.0
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.udr([z])

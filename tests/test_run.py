@@ -42,6 +42,17 @@ def test_perfect_recovery_scores_one(data):
     # held-out perturbations (never trained) count as misses in the *_all variant
     assert out["graph_precision_all"] == pytest.approx(1.0)
     assert out["graph_recall_all"] < 1.0
+    # every learned latent is sign-flipped: the released code's signed matching pairs them
+    # with other latents, so its graph scores drop although the graph is perfect
+    assert out["graph_f1_signed"] < out["graph_f1_all"]
+
+
+def test_signed_convention_equals_all_perturbations_without_flips(data):
+    perm = np.array([2, 0, 3, 1])
+    latents = 3.0 * np.asarray(data.obsm["z_true"])[:, perm] + 1.0
+    out = evaluate_run(data, oracle_model(data, "svae_plus", perm), latents)
+    for key in ("graph_precision", "graph_recall", "graph_f1", "graph_auprc"):
+        assert out[key + "_signed"] == pytest.approx(out[key + "_all"]), key
 
 
 def test_wrong_matching_is_penalised(data):

@@ -60,20 +60,23 @@ PAPER = str(REPO / "config" / "paper.yaml")
 
 
 @pytest.mark.parametrize(
-    "args, targets, n_sim, n_datasets, n_replogle",
+    "args, targets, n_sim, n_datasets, n_replogle, n_replicates",
     [
-        ((), (), 5 * 2, 2, 0),  # default: 5 methods x 2 seeds, one simulation setting
-        # paper: per seed, 25 runs (sVAE+ at 6 alphas on the p = 15 setting, 5 methods at
-        # p = 5, 10, 20) on 4 settings; plus 5 methods on 9 Replogle folds (seed 0)
-        ((PAPER,), (), 25 * 5, 4 * 5, 5 * 9),
-        ((PAPER, "--config", "seeds=[0]"), (), 25, 4, 5 * 9),
-        ((PAPER,), ("simulation",), 25 * 5, 4 * 5, 0),  # one arm only
+        ((), (), 5 * 2, 2, 0, 0),  # default: 5 methods x 2 seeds, one simulation setting
+        # paper: per seed, 18 runs (on the p = 15 setting VAE, iVAE, beta-VAE at 3 betas,
+        # sVAE at 4 lambdas, sVAE+ at 6 alphas; sVAE+ at p = 5, 10, 20) on 4 settings, and 2
+        # more replicates of each of the 13 competing settings; plus 5 methods on 9 Replogle
+        # folds (seed 0, one setting each)
+        ((PAPER,), (), 18 * 5, 4 * 5, 5 * 9, 26 * 5),
+        ((PAPER, "--config", "seeds=[0]"), (), 18, 4, 5 * 9, 26),
+        ((PAPER,), ("simulation",), 18 * 5, 4 * 5, 0, 26 * 5),  # one arm only
     ],
 )
-def test_dry_run_plans_every_run(tmp_path, args, targets, n_sim, n_datasets, n_replogle):
+def test_dry_run_plans_every_run(tmp_path, args, targets, n_sim, n_datasets, n_replogle, n_replicates):
     jobs = planned_jobs(tmp_path, *args, targets=targets)
     n_runs = n_sim + n_replogle
     assert jobs["train"] == jobs["transfer"] == jobs["evaluate"] == jobs["enrichment"] == n_runs
+    assert jobs.get("train_replicate", 0) == n_replicates
     assert jobs["simulate"] == n_datasets
     sweeps = 2 if args else 0  # the paper config sweeps p (Table 4) and alpha (Figure 4)
     n_settings = 4 if args else 1
@@ -132,12 +135,25 @@ def test_summary_has_one_row_per_run_with_metrics(tiny_run):
                 "graph_recall", "graph_f1", "graph_auprc", "elbo_val", "n_latent", "alpha", "beta",
                 "inll", "elbo_heldout_before", "elbo_heldout", "iwelbo_heldout", "n_particles"]
     assert set(expected) <= set(summary.columns)
-    assert list(summary["method"]) == ["vae", "beta_vae", "ivae", "svae", "svae_plus"]
+    assert list(summary["method"]) == ["vae", "beta_vae", "ivae", "svae", "svae_plus", "svae_plus"]
+    assert list(summary["run"])[-2:] == ["p4_alpha10", "p4_alpha30"]
     assert (summary["simulation"] == "tiny").all() and (summary["seed"] == 0).all()
     assert (summary["n_latent"] == 4).all()
-    assert summary.set_index("method")["beta"].to_dict() == {
-        "vae": 1.0, "beta_vae": 8.0, "ivae": 1.0, "svae": 1.0, "svae_plus": 1.0}
-    assert summary["alpha"].notna().tolist() == [False, False, False, False, True]
+    assert summary["beta"].tolist() == [1.0, 8.0, 1.0, 1.0, 1.0, 1.0]
+    assert summary["alpha"].notna().tolist() == [False, False, False, False, True, True]
+    # the two sVAE+ settings compete: each is scored by UDR over its 3 models, one is selected
+    competing = summary["method"] == "svae_plus"
+    assert summary.loc[competing, "udr"].between(0, 1).all() and (summary.loc[competing, "udr_models"] == 3).all()
+    assert summary.loc[~competing, "udr"].isna().all()
+    assert summary.groupby("method")["selected"].sum().eq(1).all()
+    selection = pd.read_csv(tiny_run / "simulation" / "selection.tsv", sep="\t")
+    chosen = selection[selection["method"] == "svae_plus"]
+    assert chosen["candidates"].eq(2).all() and chosen["selected"].sum() == 1
+    assert chosen.loc[chosen["selected"], "udr"].item() == chosen["udr"].max()
+    for col in ("graph_f1_all", "graph_f1_signed"):
+        assert summary.loc[~summary["method"].isin(["vae", "beta_vae"]), col].between(0, 1).all(), col
+    # every step records the code it ran (a commit, +modified for local changes)
+    assert summary["code_version"].eq(summary["train_code_version"]).all()
     for col in ["mcc_pearson", "mcc_spearman"]:
         assert summary[col].between(0, 1).all()
     graph = ["graph_precision", "graph_recall", "graph_f1", "graph_auprc"]
@@ -151,8 +167,12 @@ def test_summary_has_one_row_per_run_with_metrics(tiny_run):
 
 def test_table1_and_figure(tiny_run):
     table = pd.read_csv(tiny_run / "simulation" / "table1.tsv", sep="\t")
-    assert list(table["model"]) == ["VAE", "β-VAE", "iVAE", "sVAE", "sVAE+"]
-    assert table.loc[table["model"] == "VAE", "F1"].item() == "–"
+    models = ["VAE", "β-VAE", "iVAE", "sVAE", "sVAE+"]
+    assert list(table["model"]) == models + ["sVAE+"] + models  # every setting, then the selected ones
+    assert list(table["selection"]) == ["fixed"] * 6 + ["UDR"] * 5
+    fixed = table[table["selection"] == "fixed"]
+    assert fixed.loc[fixed["model"] == "VAE", "F1"].item() == "–"
+    assert (fixed.loc[fixed["model"] == "sVAE+", "F1 (signed)"] != "–").all()
     assert table["I-NLL"].astype(float).gt(0).all()
     for figure in ("methods", "inll"):
         for suffix in ("png", "pdf"):
@@ -193,8 +213,10 @@ def test_stacked_training_trains_every_seed_in_one_job(tmp_path):
     """stack_seeds: one job per method and setting trains the runs of all seeds; the
     later steps read its outputs as those of one-run jobs."""
     jobs = planned_jobs(tmp_path, "--config", "stack_seeds=true")
-    assert jobs["train_stacked_simulation"] == 5 and "train" not in jobs
-    assert jobs["transfer"] == jobs["evaluate"] == 10
+    # one job per method and setting (sVAE+ has two), one more for each competing setting's replicates
+    assert jobs["train_stacked_simulation"] == 6 and "train" not in jobs
+    assert jobs["train_stacked_simulation_replicates"] == 2 and "train_replicate" not in jobs
+    assert jobs["transfer"] == jobs["evaluate"] == 12
     run = "results/simulation/tiny/seed{}/svae_plus/p4_alpha10"
     snakemake(*[run.format(s) + "/metrics.json" for s in (0, 1)], "--cores", "2", "--directory", str(tmp_path),
               "--configfile", str(TINY), "--config", "stack_seeds=true", "seeds=[0,1]", "methods=[svae_plus]")
@@ -208,6 +230,10 @@ def test_stacked_training_trains_every_seed_in_one_job(tmp_path):
         assert np.isfinite(json.loads((folder / "metrics.json").read_text())["mcc_pearson"])
         weights.append(torch.load(folder / "model.pt", weights_only=True)["decoder.0.weight"])
     assert not torch.equal(*weights)  # two seeds, two datasets: two models
+    # the replicates of both seeds (2 each) in one more stack, scored by UDR
+    replicate = json.loads((tmp_path / run.format(0) / "replicate2" / "train_info.json").read_text())
+    assert replicate["stacked_models"] == 4
+    assert json.loads((tmp_path / run.format(1) / "metrics.json").read_text())["udr_models"] == 3
     assert (tmp_path / "results/logs/train/simulation/tiny/stacked/svae_plus/p4_alpha10.benchmark.tsv").exists()
     assert not list((tmp_path / "results" / "checkpoints").rglob("*.pt"))  # removed once done
 
@@ -291,3 +317,22 @@ def test_default_profile_is_read(tmp_path):
     assert "Using workflow specific profile" in res.stdout + res.stderr
     cfg = yaml.safe_load((REPO / "workflow" / "profiles" / "default" / "config.yaml").read_text())
     assert cfg["rerun-incomplete"] and cfg["printshellcmds"] and cfg["show-failed-logs"]
+
+
+def test_table1_document_is_written_from_results(tiny_run, tmp_path):
+    """docs/scripts/write_table1.py: Table 1 of the selected runs, every setting, the selection
+    per seed and the deviation table, from results/ only, naming the code that produced them."""
+    out = tmp_path / "table1.md"
+    subprocess.run([sys.executable, str(REPO / "docs" / "scripts" / "write_table1.py"), "--paper", str(tiny_run),
+                    "--simulation", "tiny", "--default", str(tmp_path / "none"),
+                    "--ablations", str(tmp_path / "none.tsv"), "--out", str(out)], check=True)
+    text = out.read_text()
+    summary = pd.read_csv(tiny_run / "simulation" / "summary.tsv", sep="\t")
+    assert f"Code: commit `{summary['code_version'].iloc[0]}`" in text
+    selected = summary[summary["selected"] & (summary["method"] == "svae_plus")]
+    mcc = f"{selected['mcc_pearson'].item():.3f}"
+    row = next(line for line in text.splitlines() if line.startswith("| sVAE+ | alpha"))
+    assert mcc in row and f"{selected['graph_f1_signed'].item():.3f}" in row
+    assert "*sVAE+ (paper)*" in text and "## Selection per seed" in text
+    assert "| sVAE+ | 0 |" in text  # the candidates of seed 0 with their UDR
+    assert "not measured" in text  # deviations without an ablation say so

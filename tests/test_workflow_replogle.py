@@ -72,6 +72,7 @@ def replogle_run(server, tmp_path_factory):
         "n_effect": 2,
         "n_pcs": 5,
         "n_latent": 3,
+        "hyperparameters": {"alpha": [10]},  # the arm's own grid: one setting, no selection
         "train": {"epochs": 3, "warmup_epochs": 1, "batch_size": 64},
         "transfer": {"retrain_epochs": 2, "finetune_epochs": 2, "particles": 20},
     }

@@ -74,8 +74,9 @@ wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
     simulation="[A-Za-z0-9_]+",
     seed=r"\d+",
-    method="|".join(config["methods"]),
+    method="|".join(METHODS),
     hp=r"p\d+[A-Za-z0-9_.\-]*",
+    replicate=r"[1-9]\d*",
 
 
 def check_simulations():
@@ -187,13 +188,22 @@ def build_runs():
     for sim in config["simulations"]:
         grid = {**config["hyperparameters"], **sim.get("hyperparameters", {})}
         latents = grid["n_latent"] or [sim["n_latent"]]
-        datasets.append(("simulation", sim["name"], latents, grid))
+        methods = sim.get("methods", config["methods"])
+        datasets.append(("simulation", sim["name"], latents, grid, methods))
     if REPLOGLE["enabled"]:
-        grid = config["hyperparameters"]
+        grid = {**config["hyperparameters"], **REPLOGLE.get("hyperparameters", {})}
         for fold in REPLOGLE["folds"]:
-            datasets.append(("replogle", fold["name"], [REPLOGLE["n_latent"]], grid))
-    for arm, dataset, latents, grid in datasets:
-        for method in config["methods"]:
+            datasets.append(
+                (
+                    "replogle",
+                    fold["name"],
+                    [REPLOGLE["n_latent"]],
+                    grid,
+                    config["methods"],
+                )
+            )
+    for arm, dataset, latents, grid, methods in datasets:
+        for method in methods:
             names = METHOD_HYPERPARAMETERS.get(method, [])
             for p, values in itertools.product(
                 latents, itertools.product(*(grid[n] for n in names))
@@ -207,6 +217,45 @@ RUNS = build_runs()
 # Per arm: the seeds of its runs, and the summary column naming its datasets.
 ARM_SEEDS = {"simulation": config["seeds"], "replogle": REPLOGLE["seeds"]}
 ARM_ID = {"simulation": "simulation", "replogle": "fold"}
+SELECTION = config["selection"]
+# Replicate r >= 1 of a run: the same dataset and setting, trained with another seed, for
+# the unsupervised selection among a method's settings (UDR). Replicate 0 is the run.
+REPLICATE_DIR = f"{RUN_DIR}/replicate{{replicate}}"
+
+
+def candidates(arm, dataset, method, n_latent):
+    """The settings of ``method`` on one dataset and latent dimension: selection chooses
+    among them."""
+    return [
+        hp
+        for (a, d, m, hp), run in RUNS.items()
+        if (a, d, m) == (arm, dataset, method) and run["n_latent"] == n_latent
+    ]
+
+
+def n_replicates(arm, dataset, method, hp):
+    """Models trained per run and seed: several when the run competes with other
+    settings of its method (selection compares each setting's replicates), else one."""
+    n_latent = RUNS[(arm, dataset, method, hp)]["n_latent"]
+    return (
+        SELECTION["replicates"]
+        if len(candidates(arm, dataset, method, n_latent)) > 1
+        else 1
+    )
+
+
+def replicate_seed(seed, replicate):
+    """Seed of a run's replicate: replicate 0 is the run itself."""
+    return int(seed) + 1000 * int(replicate)
+
+
+def replicate_latents(wildcards):
+    """Latents of a run's replicates 1.. (none when it has no competitor)."""
+    n = n_replicates(wildcards.arm, wildcards.dataset, wildcards.method, wildcards.hp)
+    return [
+        f"{REPLICATE_DIR}/latents.npz".format(**dict(wildcards.items()), replicate=r)
+        for r in range(1, n)
+    ]
 
 
 def run_paths(pattern, arm, methods=None):
@@ -231,10 +280,17 @@ def stacked_wildcards(wildcards, arm, seed):
     return SimpleNamespace(**dict(wildcards.items()), arm=arm, seed=seed)
 
 
-def stacked_datasets(arm):
-    """Input function of a stacked training job: the dataset of each seed of ``arm``."""
+def stacked_members(arm, replicates):
+    """The models of a stacked training job of ``arm``: (seed, replicate) of every seed's
+    run (``replicates`` false), or of every seed's replicates 1.. (true)."""
+    reps = range(1, SELECTION["replicates"]) if replicates else [0]
+    return [(seed, r) for seed in ARM_SEEDS[arm] for r in reps]
+
+
+def stacked_datasets(arm, members):
+    """Input function of a stacked training job: the dataset of each of its models."""
     return lambda wildcards: [
-        dataset_path(stacked_wildcards(wildcards, arm, seed)) for seed in ARM_SEEDS[arm]
+        dataset_path(stacked_wildcards(wildcards, arm, seed)) for seed, _ in members
     ]
 
 
@@ -245,11 +301,13 @@ def stacked_params(arm, settings):
     )
 
 
-def stacked_outputs(arm, name):
-    """Output ``name`` of every seed's run in a stacked job of ``arm``."""
+def stacked_outputs(arm, members, name):
+    """Output ``name`` of every model of a stacked job of ``arm``."""
     return [
-        f"{RESULTS}/{arm}/{{dataset}}/seed{seed}/{{method}}/{{hp}}/{name}"
-        for seed in ARM_SEEDS[arm]
+        f"{RESULTS}/{arm}/{{dataset}}/seed{seed}/{{method}}/{{hp}}/"
+        + (f"replicate{r}/" if r else "")
+        + name
+        for seed, r in members
     ]
 
 
@@ -285,6 +343,9 @@ def model_settings(wildcards):
         "init_logit": m["mask_init_logit"],
         "temperature": m["temperature"],
         "graph_top_k": m["ivae_graph_top_k"],
+        "standardize_input": m["standardize_input"],
+        "batch_norm": m["batch_norm"],
+        "dropout": m["dropout"],
     }
 
 
@@ -295,6 +356,11 @@ def arm_config(wildcards):
 
 def train_settings(wildcards):
     return {**arm_config(wildcards)["train"], "seed": int(wildcards.seed)}
+
+
+def replicate_train_settings(wildcards):
+    seed = replicate_seed(wildcards.seed, wildcards.replicate)
+    return {**arm_config(wildcards)["train"], "seed": seed}
 
 
 def transfer_settings(wildcards):

@@ -40,6 +40,7 @@ rule evaluate:
         latents=f"{RUN_DIR}/latents.npz",
         info=f"{RUN_DIR}/train_info.json",
         heldout=f"{RUN_DIR}/transfer/heldout.json",
+        replicates=replicate_latents,
     output:
         f"{RUN_DIR}/metrics.json",
     log:
@@ -48,6 +49,7 @@ rule evaluate:
         "../../envs/model.yaml"
     params:
         record=run_record,
+        udr_min_variance=SELECTION["min_variance"],
     script:
         "../scripts/evaluate.py"
 
@@ -95,6 +97,7 @@ rule summarize:
     output:
         summary=f"{RESULTS}/{{arm}}/summary.tsv",
         table1=f"{RESULTS}/{{arm}}/table1.tsv",
+        selection=f"{RESULTS}/{{arm}}/selection.tsv",
     log:
         f"{LOG_DIR}/summarize/{{arm}}.log",
     conda:

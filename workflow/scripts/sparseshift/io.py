@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,28 @@ class InputError(ValueError):
         if found is not None:
             msg += f", found {found}"
         super().__init__(msg)
+
+
+def code_version() -> str:
+    """The commit of the repository this package lives in, ``+modified`` when its
+    ``workflow/`` or ``config/`` differ from that commit; ``unknown`` outside git.
+
+    Recorded with every trained run, transfer and evaluation, so that a table written
+    from ``results/`` can name the code that produced it.
+    """
+    root = Path(__file__).resolve().parents[3]  # workflow/scripts/sparseshift/io.py
+
+    def git(*args) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        modified = git("status", "--porcelain", "--", "workflow", "config")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+modified" if modified else "")
 
 
 @contextlib.contextmanager

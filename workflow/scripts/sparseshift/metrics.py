@@ -8,7 +8,16 @@ All functions are pure and operate on numpy arrays:
 * graph recovery: :func:`permute_graph` puts a learned perturbation-to-latent
   graph into the true latent order, :func:`graph_metrics` scores it against
   the ground truth and :func:`topk_graph` binarises scores by keeping the
-  ``k`` largest magnitudes per perturbation.
+  ``k`` largest magnitudes per perturbation;
+* model selection without ground truth: :func:`udr_pair` and :func:`udr`, the
+  unsupervised disentanglement ranking of Duan et al. (2020) between models
+  trained on the same data from different initialisations.
+
+Two matchings of learned to true latents exist in the literature and both are
+available: by ``|correlation|`` (``signed=False``, the default: a latent whose
+sign is flipped is still the same latent) and by the signed correlation
+(``signed=True``: the released sVAE+ code's graph metrics, where a sign-flipped
+latent is matched to another column).
 """
 
 from __future__ import annotations
@@ -29,12 +38,15 @@ from sklearn.metrics import (
 
 __all__ = [
     "abs_correlation_matrix",
+    "correlation_matrix",
     "graph_metrics",
     "match_latents",
     "mcc",
     "permute_graph",
     "r2_linear",
     "topk_graph",
+    "udr",
+    "udr_pair",
 ]
 
 CorrelationMethod = Literal["pearson", "spearman"]
@@ -72,12 +84,12 @@ def _standardise_columns(x: np.ndarray) -> np.ndarray:
     return np.where(constant, 0.0, centred / safe_std)
 
 
-def abs_correlation_matrix(
+def correlation_matrix(
     z_true: np.ndarray,
     z_learned: np.ndarray,
     method: CorrelationMethod = "pearson",
 ) -> np.ndarray:
-    """Absolute correlation between every true and every learned latent.
+    """Correlation between every true and every learned latent.
 
     Parameters
     ----------
@@ -91,7 +103,7 @@ def abs_correlation_matrix(
     Returns
     -------
     numpy.ndarray
-        Matrix of shape ``(p_true, p_learned)`` with entries in ``[0, 1]``;
+        Matrix of shape ``(p_true, p_learned)`` with entries in ``[-1, 1]``;
         entries involving a constant column are 0.
     """
     zt = _as_2d_float(z_true, "z_true")
@@ -103,19 +115,33 @@ def abs_correlation_matrix(
     elif method != "pearson":
         raise ValueError(f"method must be 'pearson' or 'spearman', got {method!r}")
     corr = _standardise_columns(zt).T @ _standardise_columns(zl) / zt.shape[0]
-    return np.clip(np.abs(corr), 0.0, 1.0)
+    return np.clip(corr, -1.0, 1.0)
+
+
+def abs_correlation_matrix(
+    z_true: np.ndarray,
+    z_learned: np.ndarray,
+    method: CorrelationMethod = "pearson",
+) -> np.ndarray:
+    """``|correlation_matrix|``: entries in ``[0, 1]``."""
+    return np.abs(correlation_matrix(z_true, z_learned, method))
 
 
 def match_latents(
     z_true: np.ndarray,
     z_learned: np.ndarray,
     method: CorrelationMethod = "pearson",
+    signed: bool = False,
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Match learned to true latents by maximal total absolute correlation.
 
     Solves the linear assignment problem on the ``|corr|`` matrix (Hungarian
     algorithm). When ``p_true != p_learned`` only ``min(p_true, p_learned)``
-    pairs are matched.
+    pairs are matched. ``signed=True`` maximises the total *signed*
+    correlation instead (the released sVAE+ code's matching for its graph
+    metrics): a learned latent anti-correlated with its true latent is then
+    matched elsewhere. The returned score is the mean ``|corr|`` of the
+    matched pairs either way.
 
     Parameters
     ----------
@@ -125,6 +151,8 @@ def match_latents(
         Learned latents, shape ``(n_cells, p_learned)``.
     method:
         ``"pearson"`` or ``"spearman"``.
+    signed:
+        Match by the signed correlation rather than its absolute value.
 
     Returns
     -------
@@ -133,11 +161,11 @@ def match_latents(
         matched pairs, ``rows`` are the matched true-latent indices (sorted
         ascending) and ``cols`` the aligned matched learned-latent indices.
     """
-    corr = abs_correlation_matrix(z_true, z_learned, method=method)
-    rows, cols = linear_sum_assignment(corr, maximize=True)
+    corr = correlation_matrix(z_true, z_learned, method=method)
+    rows, cols = linear_sum_assignment(corr if signed else np.abs(corr), maximize=True)
     rows = np.asarray(rows, dtype=np.intp)
     cols = np.asarray(cols, dtype=np.intp)
-    score = float(corr[rows, cols].mean()) if rows.size else float("nan")
+    score = float(np.abs(corr[rows, cols]).mean()) if rows.size else float("nan")
     return score, rows, cols
 
 
@@ -325,3 +353,60 @@ def topk_graph(scores: np.ndarray, k: int = 2) -> np.ndarray:
     top = np.argpartition(s, n_cols - k, axis=1)[:, n_cols - k :]
     np.put_along_axis(out, top, 1, axis=1)
     return out
+
+
+# ----------------------------------------------------------------------------- UDR
+
+
+def informative_latents(z: np.ndarray, min_variance: float = 0.01) -> np.ndarray:
+    """Latents whose posterior means vary across cells (variance above ``min_variance``).
+
+    A collapsed latent's posterior does not depend on the cell: its means are
+    constant. Duan et al. (2020) threshold the KL to the prior at 0.01 nats; the
+    variance of the posterior means (prior scale 1) is the analogue available from
+    the means alone.
+    """
+    return _as_2d_float(z, "z").var(axis=0) > min_variance
+
+
+def udr_pair(z_a: np.ndarray, z_b: np.ndarray, min_variance: float = 0.01) -> float:
+    """Unsupervised disentanglement ranking score of two models (Duan et al. 2020, eq. 3).
+
+    ``z_a`` and ``z_b`` are the posterior means of the same cells under two models.
+    R is the ``|Spearman correlation|`` between their informative latents; the
+    score rewards every latent of one model being similar to exactly one latent of
+    the other:
+
+    ``(sum_b r_b^2 / sum_a R_ab + sum_a r_a^2 / sum_b R_ab) / (d_a + d_b)``
+
+    with ``r_a = max_b R_ab``, ``r_b = max_a R_ab`` and d the numbers of
+    informative latents. 1: the two representations are the same up to
+    permutation and monotone rescaling of each latent; near ``1 / d``: entangled
+    differently. 0 when either model has no informative latent.
+    """
+    keep_a, keep_b = informative_latents(z_a, min_variance), informative_latents(z_b, min_variance)
+    d_a, d_b = int(keep_a.sum()), int(keep_b.sum())
+    if d_a == 0 or d_b == 0:
+        return 0.0
+    r = abs_correlation_matrix(np.asarray(z_a)[:, keep_a], np.asarray(z_b)[:, keep_b], "spearman")
+    col_sum, row_sum = r.sum(axis=0), r.sum(axis=1)
+    cols = np.divide(r.max(axis=0) ** 2, col_sum, out=np.zeros(d_b), where=col_sum > 0)
+    rows = np.divide(r.max(axis=1) ** 2, row_sum, out=np.zeros(d_a), where=row_sum > 0)
+    return float((cols.sum() + rows.sum()) / (d_a + d_b))
+
+
+def udr(latents: list[np.ndarray], min_variance: float = 0.01) -> float:
+    """UDR of a hyper-parameter setting: the median :func:`udr_pair` over every pair
+    of its models (trained on the same cells from different initialisations).
+
+    Needs at least two models; a setting whose models agree with each other up to
+    permutation and rescaling of the latents scores near 1.
+    """
+    if len(latents) < 2:
+        raise ValueError(f"UDR compares models pairwise: needs at least 2, got {len(latents)}")
+    pairs = [
+        udr_pair(latents[i], latents[j], min_variance)
+        for i in range(len(latents))
+        for j in range(i + 1, len(latents))
+    ]
+    return float(np.median(pairs))

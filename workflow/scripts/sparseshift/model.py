@@ -37,12 +37,24 @@ from .methods import DISPLAY_NAMES, METHODS  # noqa: F401 (re-exported)
 
 
 
-def mlp(n_in: int, n_hidden: int, n_layers: int, n_out: int) -> nn.Sequential:
-    """``n_layers`` hidden ReLU layers of width ``n_hidden``, then a linear output."""
+def mlp(
+    n_in: int, n_hidden: int, n_layers: int, n_out: int, batch_norm: bool = False, dropout: float = 0.0
+) -> nn.Sequential:
+    """``n_layers`` hidden ReLU layers of width ``n_hidden``, then a linear output.
+
+    ``batch_norm`` and ``dropout`` give the hidden layers of scvi-tools' ``FCLayers`` (the
+    released sVAE+ code's networks): Linear, BatchNorm1d (momentum 0.01, eps 0.001), ReLU,
+    Dropout.
+    """
     layers: list[nn.Module] = []
     width = n_in
     for _ in range(n_layers):
-        layers += [nn.Linear(width, n_hidden), nn.ReLU()]
+        layers.append(nn.Linear(width, n_hidden))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(n_hidden, momentum=0.01, eps=1e-3))
+        layers.append(nn.ReLU())
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
         width = n_hidden
     layers.append(nn.Linear(width, n_out))
     return nn.Sequential(*layers)
@@ -289,6 +301,13 @@ class ModelConfig:
     init_logit: float = 5.0
     temperature: float = 1.0
     graph_top_k: int = 2
+    # The encoder's input: log1p counts centred and scaled per gene on the training cells
+    # (True), or plain log1p counts as in the paper and the released code (False).
+    standardize_input: bool = True
+    # scvi-tools' layers (the released code): BatchNorm in encoder and decoder, dropout in
+    # the encoder. Off by default (docs/table1.md lists the measured effect).
+    batch_norm: bool = False
+    dropout: float = 0.0
     perturbations: list[str] = field(default_factory=list)
 
     def __post_init__(self):
@@ -322,8 +341,8 @@ class SparseShiftVAE(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.encoder = mlp(cfg.n_genes, cfg.n_hidden, cfg.n_layers, 2 * cfg.n_latent)
-        self.decoder = mlp(cfg.n_latent, cfg.n_hidden, cfg.n_layers, cfg.n_genes)
+        self.encoder = mlp(cfg.n_genes, cfg.n_hidden, cfg.n_layers, 2 * cfg.n_latent, cfg.batch_norm, cfg.dropout)
+        self.decoder = mlp(cfg.n_latent, cfg.n_hidden, cfg.n_layers, cfg.n_genes, cfg.batch_norm)
         self.log_theta = nn.Parameter(torch.zeros(cfg.n_genes))
         self.prior = build_prior(cfg)
         # Per-gene centring and scaling of log1p(x) before the encoder: a fixed affine
@@ -335,7 +354,10 @@ class SparseShiftVAE(nn.Module):
 
     @torch.no_grad()
     def standardize_inputs(self, x: torch.Tensor) -> None:
-        """Set the encoder's input centring and scaling from training counts ``x``."""
+        """Set the encoder's input centring and scaling from training counts ``x``
+        (a no-op unless ``cfg.standardize_input``)."""
+        if not self.cfg.standardize_input:
+            return
         logx = torch.log1p(x)
         self.input_loc.copy_(logx.mean(0))
         self.input_scale.copy_(logx.std(0).clamp_min(1e-3))

@@ -39,14 +39,19 @@ def _save(fig, paths) -> None:
 
 
 def plot_methods(summary: pd.DataFrame, paths, by: str = "simulation") -> None:
-    """Pearson MCC and target-graph F1 per method, one point per seed (one row per simulation).
+    """Pearson MCC and target-graph F1 in two conventions per method, one point per run
+    (one row per simulation): F1 after the |r| matching on the training perturbations, and
+    the released code's (signed matching, all perturbations, held-out ones as misses).
 
     Methods without a value (VAE and β-VAE have no target graph) are marked, not dropped,
     so every panel has the same axis.
     """
     df, order, sims = _with_models(summary, by)
-    panels = [("mcc_pearson", "Pearson MCC"), ("graph_f1", "target graph F1")]
-    fig, axes = plt.subplots(len(sims), 2, figsize=(9, 3.4 * len(sims)), squeeze=False)
+    panels = [("mcc_pearson", "Pearson MCC"), ("graph_f1", "graph F1 (|r|, training)"),
+              ("graph_f1_signed", "graph F1 (signed, all)")]
+    if "graph_f1_signed" not in df:
+        df["graph_f1_signed"] = np.nan
+    fig, axes = plt.subplots(len(sims), len(panels), figsize=(13, 3.4 * len(sims)), squeeze=False)
     for row, sim in zip(axes, sims):
         sub = df[df[by] == sim]
         for ax, (col, label) in zip(row, panels):
@@ -55,7 +60,7 @@ def plot_methods(summary: pd.DataFrame, paths, by: str = "simulation") -> None:
             ax.set(xlabel="", ylabel=label, ylim=(0, 1.02), title=f"{sim}: {label}")
             for i, name in enumerate(order):
                 if name not in set(data["model"]):
-                    ax.text(i, 0.03, "no target\ngraph" if col == "graph_f1" else "n/a",
+                    ax.text(i, 0.03, "no target\ngraph" if col.startswith("graph") else "n/a",
                             ha="center", va="bottom", fontsize=8, color="0.4")
     _save(fig, paths)
 

@@ -107,6 +107,7 @@ def finish_run(model: SparseShiftVAE, history: pd.DataFrame, data: RunData, seco
     """Latent means of every cell and the timing and ELBOs of a trained run."""
     latents = model.latent_means(data.x).cpu().numpy()
     info = {
+        "code_version": io.code_version(),
         "device": str(data.device),
         "train_seconds": seconds,
         "epochs_run": int(len(history)),
@@ -138,9 +139,15 @@ def evaluate_run(adata, model: SparseShiftVAE, latents: np.ndarray) -> dict:
 
     The ELBOs come from the training job (``train_info.json``). Latent metrics use the
     cells of training perturbations. Graph metrics (for priors that learn a target
-    graph) compare the learned graph with the truth after the Pearson MCC matching, on training
-    perturbations (``graph_*``) and on all perturbations, held-out ones counting as
-    misses as in the released code (``graph_*_all``).
+    graph) compare the learned graph with the truth in three conventions:
+
+    * ``graph_*``: latents matched by |Pearson correlation| (the MCC matching), on the
+      training perturbations (held-out ones have no learned mask in this phase);
+    * ``graph_*_all``: the same matching, on all perturbations, held-out ones counting
+      as misses;
+    * ``graph_*_signed``: latents matched by the *signed* Pearson correlation, on all
+      perturbations with held-out ones as misses: the released sVAE+ code's
+      convention, the one the paper's Table 1 numbers are comparable to.
     """
     labels, _ = perturbation_labels(adata)
     train = training_cells(adata)
@@ -154,6 +161,7 @@ def evaluate_run(adata, model: SparseShiftVAE, latents: np.ndarray) -> dict:
     out["r2"] = metrics.r2_linear(z_true, z_hat)
     if model.prior.target_scores() is None or "targets" not in adata.uns:
         return out
+    _, rows_signed, cols_signed = metrics.match_latents(z_true, z_hat, "pearson", signed=True)
     g_true = np.asarray(adata.uns["targets"]).astype(bool)
     scores = model.prior.target_scores().cpu().numpy()
     graph = model.prior.target_graph().cpu().numpy().astype(bool)
@@ -163,11 +171,12 @@ def evaluate_run(adata, model: SparseShiftVAE, latents: np.ndarray) -> dict:
     graph_all[train_perts] = graph[train_perts]
     scores_all = np.zeros_like(scores)
     scores_all[train_perts] = scores[train_perts]
-    for suffix, sel, g, s in (
-        ("", train_perts, graph, scores),
-        ("_all", slice(None), graph_all, scores_all),
+    for suffix, sel, g, s, (r, c) in (
+        ("", train_perts, graph, scores, (rows, cols)),
+        ("_all", slice(None), graph_all, scores_all, (rows, cols)),
+        ("_signed", slice(None), graph_all, scores_all, (rows_signed, cols_signed)),
     ):
-        res = metrics.graph_metrics(g_true[sel], s[sel], rows, cols, learned_binary=g[sel])
+        res = metrics.graph_metrics(g_true[sel], s[sel], r, c, learned_binary=g[sel])
         out.update({k + suffix: v for k, v in res.items()})
     return out
 
@@ -262,16 +271,36 @@ def train_stacked_from_files(
     Path(checkpoint).unlink(missing_ok=True)
 
 
-def evaluate_from_files(inputs: dict, record: dict, output) -> dict:
-    """The evaluation job: metrics of one trained run, written as JSON with its identifiers."""
+def load_latents(path) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as npz:
+        return npz["z_mean"]
+
+
+def udr_score(latents: np.ndarray, replicates: list, min_variance: float = 0.01) -> dict:
+    """The selection score of a run's setting: UDR (:func:`metrics.udr`) over the run's
+    latents and those of its replicates (files), on every cell; NaN without replicates."""
+    if not replicates:
+        return {"udr": float("nan"), "udr_models": 1}
+    models = [latents] + [load_latents(path) for path in replicates]
+    return {"udr": metrics.udr(models, min_variance), "udr_models": len(models)}
+
+
+def evaluate_from_files(inputs: dict, record: dict, output, udr_min_variance: float = 0.01) -> dict:
+    """The evaluation job: metrics of one trained run and the selection score of its
+    setting (with its replicates, ``inputs["replicates"]``), written as JSON with its
+    identifiers."""
     adata = read_dataset(inputs["data"])
     model = SparseShiftVAE.load(inputs["weights"], inputs["config"])
-    with np.load(inputs["latents"], allow_pickle=False) as npz:
-        latents = npz["z_mean"]
+    latents = load_latents(inputs["latents"])
     result = {**record, **evaluate_run(adata, model, latents)}
-    for key in ("info", "heldout"):  # training timings and ELBOs, held-out scores
+    result.update(udr_score(latents, list(inputs.get("replicates", [])), udr_min_variance))
+    # training timings and ELBOs, held-out scores, and the code of each step
+    for key, step in (("info", "train"), ("heldout", "transfer")):
         with open(inputs[key]) as fh:
-            result.update(json.load(fh))
+            values = json.load(fh)
+        result[f"{step}_code_version"] = values.pop("code_version", "unknown")
+        result.update(values)
+    result["code_version"] = io.code_version()
     io.write_json(result, output)
     return result
 
@@ -300,7 +329,8 @@ def transfer_from_files(
     result = transfer_run(model, data, train_cfg, cfg, checkpoint)
     with open(inputs["info"]) as fh:
         info = json.load(fh)
-    summary = {"elbo_train": info["elbo_train"], "elbo_val": info["elbo_val"], **result.summary}
+    summary = {"elbo_train": info["elbo_train"], "elbo_val": info["elbo_val"], **result.summary,
+               "code_version": io.code_version()}
     save_model(result.retrained, outputs["retrained_weights"], outputs["retrained_config"])
     save_model(result.finetuned, outputs["finetuned_weights"], outputs["finetuned_config"])
     io.write_tsv(result.retrain_history, outputs["retrain_history"])

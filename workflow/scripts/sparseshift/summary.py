@@ -1,4 +1,11 @@
-"""Aggregation of per-run metrics into ``summary.tsv`` and the paper's Table 1 layout."""
+"""Aggregation of per-run metrics into ``summary.tsv``, the unsupervised selection among
+each method's settings (``selection.tsv``) and the paper's Table 1 layout.
+
+Graph metrics come in three conventions (see :func:`sparseshift.run.evaluate_run`):
+``graph_*`` (latents matched by |r|, training perturbations), ``graph_*_all`` (|r|, all
+perturbations, held-out ones as misses) and ``graph_*_signed`` (signed matching, all
+perturbations: the released code's, to which the paper's Table 1 is comparable).
+"""
 
 from __future__ import annotations
 
@@ -19,14 +26,21 @@ METRIC_COLUMNS = [
     "graph_recall",
     "graph_f1",
     "graph_auprc",
-    "elbo_val",
-    "inll",
-]
-EXTRA_COLUMNS = [
     "graph_precision_all",
     "graph_recall_all",
     "graph_f1_all",
+    "graph_precision_signed",
+    "graph_recall_signed",
+    "graph_f1_signed",
+    "elbo_val",
+    "inll",
+    "udr",
+]
+EXTRA_COLUMNS = [
+    "selected",
+    "udr_models",
     "graph_auprc_all",
+    "graph_auprc_signed",
     "elbo_train",
     "elbo_heldout_before",
     "elbo_heldout_retrained",
@@ -39,8 +53,13 @@ EXTRA_COLUMNS = [
     "seconds_per_epoch",
     "iwelbo_seconds",
     "device",
+    "code_version",
+    "train_code_version",
+    "transfer_code_version",
 ]
 # Table 1 of the paper: column name -> metric.
+# Graph columns: "precision", "recall", "F1", "AUPRC": |r| matching, training perturbations;
+# "F1 (all)": |r| matching, all perturbations; "... (signed)": the released code's convention.
 TABLE1_COLUMNS = {
     "Pearson MCC": "mcc_pearson",
     "Spearman MCC": "mcc_spearman",
@@ -48,10 +67,16 @@ TABLE1_COLUMNS = {
     "precision": "graph_precision",
     "recall": "graph_recall",
     "F1": "graph_f1",
+    "F1 (all)": "graph_f1_all",
+    "precision (signed)": "graph_precision_signed",
+    "recall (signed)": "graph_recall_signed",
+    "F1 (signed)": "graph_f1_signed",
     "AUPRC": "graph_auprc",
     "ELBO (val)": "elbo_val",
     "I-NLL": "inll",
+    "UDR": "udr",
 }
+SELECTION_COLUMNS = ["seed", "method", "n_latent", "run", "candidates", "udr", "selected"]
 
 
 def load_metrics(paths, by: str = "simulation") -> pd.DataFrame:
@@ -81,16 +106,73 @@ def _mean_sd(values: pd.Series) -> str:
     return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
 
 
+def select(summary: pd.DataFrame, by: str = "simulation") -> pd.DataFrame:
+    """The unsupervised choice among a method's settings, per dataset, seed and latent
+    dimension: the run of highest UDR (the first in run order on a tie); a method with
+    one setting has nothing to choose. One row per candidate (``SELECTION_COLUMNS``).
+    """
+    rows = []
+    for (dataset, seed, method, n_latent), group in summary.groupby(
+        [by, "seed", "method", "n_latent"], sort=False
+    ):
+        if len(group) == 1:
+            chosen = group.index[0]
+        elif group["udr"].notna().any():
+            chosen = group["udr"].idxmax()
+        else:
+            raise ValueError(
+                f"{by} {dataset}, seed {seed}, {method}: {len(group)} settings to choose from "
+                "but none has a UDR score (are the runs' replicates missing?)"
+            )
+        for idx, row in group.iterrows():
+            rows.append({by: dataset, "seed": seed, "method": method, "n_latent": n_latent,
+                         "run": row["run"], "candidates": len(group), "udr": row["udr"],
+                         "selected": idx == chosen})
+    return pd.DataFrame(rows, columns=[by] + SELECTION_COLUMNS)
+
+
+def with_selection(summary: pd.DataFrame, by: str = "simulation") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``summary`` with its ``selected`` column filled, and the selection table."""
+    selection = select(summary, by)
+    keys = [by, "seed", "method", "run"]
+    chosen = selection.loc[selection["selected"], keys].assign(selected=True)
+    out = summary.drop(columns="selected").merge(chosen, on=keys, how="left")
+    out["selected"] = out["selected"].eq(True)
+    return out[summary.columns], selection
+
+
+def _setting(run: str) -> str:
+    """``p15_alpha40`` -> ``alpha40``; a run without a swept value -> ``p15``."""
+    return run.split("_", 1)[1] if "_" in run else run
+
+
+def _choices(runs: pd.Series) -> str:
+    counts = runs.map(_setting).value_counts(sort=False)
+    return ", ".join(f"{name} ×{n}" for name, n in counts.items())
+
+
 def table1(summary: pd.DataFrame, by: str = "simulation") -> pd.DataFrame:
-    """Mean ± sd over seeds per dataset (column ``by``), method and hyper-parameter setting."""
-    keys = [by, "method", "run"]
-    out = (
-        summary.groupby(keys, sort=False)
-        .agg(
-            seeds=("seed", "nunique"),
-            **{name: (col, _mean_sd) for name, col in TABLE1_COLUMNS.items()},
-        )
-        .reset_index()
-    )
+    """Mean ± sd over seeds per dataset (column ``by``), method and hyper-parameter setting
+    (``selection`` "fixed"), then per dataset, method and latent dimension over the runs
+    that the unsupervised selection chose (``selection`` "UDR"; run ``p<n> selected``,
+    ``chosen`` lists the settings chosen and how often), when ``summary`` has a
+    ``selected`` column."""
+    aggregations = {
+        "seeds": ("seed", "nunique"),
+        **{name: (col, _mean_sd) for name, col in TABLE1_COLUMNS.items()},
+    }
+    fixed = summary.groupby([by, "method", "run"], sort=False).agg(**aggregations).reset_index()
+    fixed.insert(3, "selection", "fixed")
+    fixed.insert(4, "chosen", "")
+    blocks = [fixed]
+    if "selected" in summary and summary["selected"].astype(bool).any():
+        chosen = summary[summary["selected"].astype(bool)]
+        sel = chosen.groupby([by, "method", "n_latent"], sort=False).agg(
+            chosen=("run", _choices), **aggregations
+        ).reset_index()
+        sel.insert(2, "run", sel["n_latent"].map(lambda n: f"p{int(n)} selected"))
+        sel.insert(3, "selection", "UDR")
+        blocks.append(sel.drop(columns="n_latent"))
+    out = pd.concat(blocks, ignore_index=True)
     out.insert(2, "model", out["method"].map(DISPLAY_NAMES))
     return out

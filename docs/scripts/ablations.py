@@ -1,0 +1,125 @@
+"""Measured deviations: the paper configuration with one choice changed at a time.
+
+Usage:
+    python docs/scripts/ablations.py run NAME [NAME ...] [--seeds 0 1 2] [--cores 2]
+    python docs/scripts/ablations.py collect        # -> results/ablations/ablations.tsv
+    python docs/scripts/ablations.py list
+
+Each ablation is the Table 1 setting of ``config/paper.yaml`` (the ``paper`` simulation,
+its training and transfer protocol) restricted to ``METHODS`` at one fixed setting each
+(``FIXED``), with one choice changed (``ABLATIONS``). ``run`` writes its configuration to
+``results/ablations/<name>/config.yaml`` and runs the real pipeline on it (Snakemake, up to
+the runs' ``metrics.json``: training, the transfer protocol with the held-out I-NLL, and the
+evaluation); ``collect`` gathers every finished run of every ablation into one table, which
+``docs/scripts/write_table1.py`` turns into the deviation table of ``docs/table1.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+OUT = REPO / "results" / "ablations"
+# The methods an ablation trains, each at one setting: the competitors on the acceptance
+# criteria (sVAE+ against iVAE and the VAE on MCC and I-NLL).
+METHODS = ["vae", "ivae", "svae_plus"]
+FIXED = {"alpha": [40], "beta": [8], "lambda": [1.0]}
+# name -> (what changes, config overrides merged into the ablation's configuration;
+# "simulation" overrides apply to the `paper` simulation setting)
+ABLATIONS = {
+    "baseline": ("the pipeline's choices (config/paper.yaml)", {}),
+    "cells500": ("500 cells per perturbation (the paper's text) instead of 250 (released code)",
+                 {"simulation": {"cells_per_perturbation": 500}}),
+    "log1p_input": ("encoder input log1p counts (paper, released code) instead of standardised log1p",
+                    {"model": {"standardize_input": False}}),
+    "scvi_layers": ("BatchNorm in encoder and decoder, dropout 0.1 in the encoder (released code)",
+                    {"model": {"batch_norm": True, "dropout": 0.1}}),
+    "epochs500": ("500 training epochs (the paper's grid) instead of 300",
+                  {"train": {"epochs": 500}}),
+    "text_emission": ("the paper text's emission: softmax over genes, 10^5 counts per cell",
+                      {"simulation": {"softmax_over": "genes", "library_size": 100000}}),
+    "with_replacement": ("targets drawn with replacement (released code)",
+                         {"simulation": {"target_sampling": "with_replacement"}}),
+}
+
+
+def merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def ablation_config(name: str, seeds: list[int]) -> dict:
+    """``config/paper.yaml``, Table 1 setting only, ``METHODS`` at ``FIXED``, one change."""
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    _, overrides = ABLATIONS[name]
+    overrides = dict(overrides)
+    sim = next(s for s in paper["simulations"] if s["name"] == "paper")
+    sim = {k: v for k, v in sim.items() if k not in ("hyperparameters", "methods")}
+    sim = merge(sim, overrides.pop("simulation", {}))
+    cfg = {k: paper[k] for k in ("device", "train", "transfer")}
+    cfg.update(seeds=seeds, methods=METHODS, hyperparameters=FIXED, simulations=[sim],
+               results=str(OUT / name))
+    return merge(cfg, overrides)
+
+
+def run(name: str, seeds: list[int], cores: int) -> None:
+    cfg = ablation_config(name, seeds)
+    folder = OUT / name
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    tags = {"vae": "p15", "ivae": "p15", "svae_plus": f"p15_alpha{FIXED['alpha'][0]:g}",
+            "beta_vae": f"p15_beta{FIXED['beta'][0]:g}", "svae": f"p15_lambda{FIXED['lambda'][0]:g}"}
+    targets = [f"{folder}/simulation/paper/seed{s}/{m}/{tags[m]}/metrics.json" for s in seeds for m in METHODS]
+    # The default config first (the Snakefile's configfile is read relative to the working
+    # directory), then the paper's, then the ablation's: `simulations` is replaced as a whole.
+    cmd = ["snakemake", "--cores", str(cores), "--directory", str(REPO),
+           "--configfile", str(REPO / "config" / "paper.yaml"), str(path), "--", *targets]
+    print(" ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO)
+
+
+def collect() -> pd.DataFrame:
+    rows = []
+    for name in ABLATIONS:
+        for path in sorted((OUT / name).glob("simulation/paper/seed*/*/*/metrics.json")):
+            rows.append({"ablation": name, **json.loads(path.read_text())})
+    df = pd.DataFrame(rows)
+    out = OUT / "ablations.tsv"
+    df.to_csv(out, sep="\t", index=False)
+    print(f"{len(df)} runs -> {out}")
+    return df
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("names", nargs="+", choices=list(ABLATIONS))
+    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    r.add_argument("--cores", type=int, default=2)
+    sub.add_parser("collect")
+    sub.add_parser("list")
+    args = ap.parse_args(argv)
+    if args.command == "run":
+        for name in args.names:
+            run(name, args.seeds, args.cores)
+    elif args.command == "collect":
+        collect()
+    else:
+        for name, (what, overrides) in ABLATIONS.items():
+            print(f"{name:18s} {what}  {overrides}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

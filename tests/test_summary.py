@@ -1,0 +1,58 @@
+"""Selection among a method's settings and the Table 1 block of the selected runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sparseshift import summary as summary_mod
+
+
+def _runs() -> pd.DataFrame:
+    """Two seeds; sVAE+ at three alphas (UDR and MCC per seed), VAE with one setting."""
+    rows = []
+    udr = {0: {10: 0.4, 40: 0.7, 100: 0.6}, 1: {10: 0.3, 40: 0.5, 100: 0.8}}
+    for seed in (0, 1):
+        rows.append({"simulation": "sim", "method": "vae", "seed": seed, "run": "p15", "n_latent": 15,
+                     "mcc_pearson": 0.5, "udr": np.nan})
+        for alpha in (10, 40, 100):
+            rows.append({"simulation": "sim", "method": "svae_plus", "seed": seed,
+                         "run": f"p15_alpha{alpha}", "n_latent": 15, "alpha": alpha,
+                         "mcc_pearson": alpha / 100, "udr": udr[seed][alpha]})
+    df = pd.DataFrame(rows)
+    for col in summary_mod.ID_COLUMNS + summary_mod.METRIC_COLUMNS + summary_mod.EXTRA_COLUMNS:
+        if col not in df:
+            df[col] = np.nan
+    return df
+
+
+def test_selection_picks_highest_udr_per_seed() -> None:
+    summary, selection = summary_mod.with_selection(_runs())
+    chosen = selection[selection["selected"]]
+    assert set(zip(chosen["method"], chosen["seed"], chosen["run"])) == {
+        ("vae", 0, "p15"), ("vae", 1, "p15"),
+        ("svae_plus", 0, "p15_alpha40"), ("svae_plus", 1, "p15_alpha100"),
+    }
+    assert list(selection.columns) == ["simulation"] + summary_mod.SELECTION_COLUMNS
+    assert (selection.loc[selection["method"] == "svae_plus", "candidates"] == 3).all()
+    assert summary["selected"].sum() == 4 and summary["selected"].dtype == bool
+
+
+def test_table1_has_fixed_rows_and_a_selected_block() -> None:
+    summary, _ = summary_mod.with_selection(_runs())
+    table = summary_mod.table1(summary)
+    fixed = table[table["selection"] == "fixed"]
+    selected = table[table["selection"] == "UDR"].set_index("method")
+    assert len(fixed) == 4 and len(selected) == 2
+    # the selected sVAE+ block averages alpha40 (seed 0, MCC 0.4) and alpha100 (seed 1, MCC 1.0)
+    assert selected.loc["svae_plus", "Pearson MCC"] == "0.70 ± 0.42"
+    assert selected.loc["svae_plus", "run"] == "p15 selected"
+    assert selected.loc["svae_plus", "chosen"] == "alpha40 ×1, alpha100 ×1"
+    assert selected.loc["vae", "Pearson MCC"] == "0.50 ± 0.00"
+
+
+def test_selection_without_scores_is_an_error() -> None:
+    runs = _runs()
+    runs["udr"] = np.nan
+    with pytest.raises(ValueError, match="replicates missing"):
+        summary_mod.select(runs)
