@@ -60,23 +60,28 @@ PAPER = str(REPO / "config" / "paper.yaml")
 
 
 @pytest.mark.parametrize(
-    "args, targets, n_sim, n_datasets, n_replogle, n_replicates",
+    "args, targets, n_sim, n_datasets, n_replogle, n_training_jobs",
     [
-        ((), (), 5 * 2, 2, 0, 0),  # default: 5 methods x 2 seeds, one simulation setting
-        # paper: per seed, 18 runs (on the p = 15 setting VAE, iVAE, beta-VAE at 3 betas,
-        # sVAE at 4 lambdas, sVAE+ at 6 alphas; sVAE+ at p = 5, 10, 20) on 4 settings, and 2
-        # more replicates of each of the 13 competing settings; plus 5 methods on 9 Replogle
-        # folds (seed 0, one setting each)
-        ((PAPER,), (), 18 * 5, 4 * 5, 5 * 9, 26 * 5),
-        ((PAPER, "--config", "seeds=[0]"), (), 18, 4, 5 * 9, 26),
-        ((PAPER,), ("simulation",), 18 * 5, 4 * 5, 0, 26 * 5),  # one arm only
+        # default: 6 runs (sVAE at 2 lambdas) x 2 seeds on one simulation setting, one job
+        # per run and one per replicate (2 more for each competing sVAE setting)
+        ((), (), 6 * 2, 2, 0, {"train": 12, "train_replicate": 2 * 2 * 2}),
+        # paper (stacked seeds): per seed, 17 runs (on the p = 15 setting VAE, iVAE, beta-VAE at
+        # 3 betas, sVAE at 3 lambdas, sVAE+ at 6 alphas; sVAE+ at p = 5, 10, 20) on 4 settings,
+        # one job per setting for all seeds and one for the replicates of each of the 12
+        # competing settings; plus 5 methods on 9 Replogle folds (seed 0, one setting each)
+        ((PAPER,), (), 17 * 5, 4 * 5, 5 * 9,
+         {"train_stacked_simulation": 17, "train_stacked_simulation_replicates": 12, "train_stacked_replogle": 45}),
+        ((PAPER, "--config", "seeds=[0]"), (), 17, 4, 5 * 9,
+         {"train_stacked_simulation": 17, "train_stacked_simulation_replicates": 12, "train_stacked_replogle": 45}),
+        ((PAPER,), ("simulation",), 17 * 5, 4 * 5, 0,  # one arm only
+         {"train_stacked_simulation": 17, "train_stacked_simulation_replicates": 12}),
     ],
 )
-def test_dry_run_plans_every_run(tmp_path, args, targets, n_sim, n_datasets, n_replogle, n_replicates):
+def test_dry_run_plans_every_run(tmp_path, args, targets, n_sim, n_datasets, n_replogle, n_training_jobs):
     jobs = planned_jobs(tmp_path, *args, targets=targets)
     n_runs = n_sim + n_replogle
-    assert jobs["train"] == jobs["transfer"] == jobs["evaluate"] == jobs["enrichment"] == n_runs
-    assert jobs.get("train_replicate", 0) == n_replicates
+    assert jobs["transfer"] == jobs["evaluate"] == jobs["enrichment"] == n_runs
+    assert {k: v for k, v in jobs.items() if k.startswith("train")} == n_training_jobs
     assert jobs["simulate"] == n_datasets
     sweeps = 2 if args else 0  # the paper config sweeps p (Table 4) and alpha (Figure 4)
     n_settings = 4 if args else 1
@@ -295,20 +300,29 @@ def test_slurm_profile_dry_run_gives_training_a_gpu(tmp_path):
     assert "executor: slurm" in text and not re.search(r"slurm_extra:.*--gres", text)
     (profile / "config.yaml").write_text(
         "\n".join(line for line in text.splitlines() if not line.startswith("use-conda")))
-    out = snakemake("-n", "--workflow-profile", str(profile), "--directory", str(tmp_path),
-                    "--configfile", str(REPO / "config" / "config.yaml")).stdout
-    blocks = out.split("\n\n")
-    resources = {}
-    for block in blocks:
-        rule = re.search(r"^rule (\w+):", block, flags=re.M)
-        found = re.search(r"resources: (.*)", block)
-        if rule and found:
-            resources.setdefault(rule.group(1), []).append(found.group(1))
-    assert len(resources["train"]) == 10 and len(resources["transfer"]) == 10
-    for line in resources["train"] + resources["transfer"]:
+
+    def planned(*args):
+        out = snakemake("-n", "--workflow-profile", str(profile), "--directory", str(tmp_path),
+                        "--configfile", str(REPO / "config" / "config.yaml"), *args).stdout
+        resources = {}
+        for block in out.split("\n\n"):
+            rule = re.search(r"^rule (\w+):", block, flags=re.M)
+            found = re.search(r"resources: (.*)", block)
+            if rule and found:
+                resources.setdefault(rule.group(1), []).append(found.group(1))
+        return resources
+
+    resources = planned()
+    assert len(resources["train"]) == 12 and len(resources["transfer"]) == 12
+    assert len(resources["train_replicate"]) == 8
+    for line in resources["train"] + resources["train_replicate"] + resources["transfer"]:
         assert "gpu=1" in line and "slurm_partition=gpu" in line, line
     for line in resources["simulate"] + resources["summarize"]:
         assert "gpu=1" not in line and "slurm_partition=cpu" in line, line
+    # the paper configuration stacks seeds: its stacked training jobs get the GPU too
+    stacked = planned("simulation", "--configfile", PAPER)
+    lines = stacked["train_stacked_simulation"] + stacked["train_stacked_simulation_replicates"]
+    assert len(lines) == 17 + 12 and all("gpu=1" in line for line in lines)
 
 
 def test_default_profile_is_read(tmp_path):
