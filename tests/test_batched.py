@@ -140,3 +140,10 @@ def test_benchmark_prints_one_row_per_method_batch_and_stack(capsys):
         per_model = float(r[col["s_per_model_epoch"]])
         assert per_model > 0 and float(r[col["s_per_epoch"]]) == pytest.approx(per_model * int(r[2]), rel=1e-3)
         assert float(r[col["speedup_vs_reference"]]) == pytest.approx(1.15 / per_model, rel=1e-2)
+
+
+def test_batch_norm_models_are_not_stacked():
+    """Their running statistics would stay at 0 / 1 in a stack: refused, not trained wrong."""
+    cfg = ModelConfig(method="vae", n_genes=5, n_latent=2, n_perturbations=3, batch_norm=True)
+    with pytest.raises(ValueError, match="batch_norm"):
+        ModelStack([SparseShiftVAE(cfg), SparseShiftVAE(cfg)])

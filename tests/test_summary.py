@@ -49,6 +49,8 @@ def test_table1_has_fixed_rows_and_a_selected_block() -> None:
     assert selected.loc["svae_plus", "run"] == "p15 selected"
     assert selected.loc["svae_plus", "chosen"] == "alpha40 ×1, alpha100 ×1"
     assert selected.loc["vae", "Pearson MCC"] == "0.50 ± 0.00"
+    assert selected.loc["vae", "chosen"] == "one setting"
+    assert list(table.columns[:6]) == ["simulation", "method", "model", "run", "selection", "chosen"]
 
 
 def test_selection_without_scores_is_an_error() -> None:

@@ -247,6 +247,9 @@ def test_stacked_training_refuses_early_stopping(tmp_path):
     res = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(TINY), "--config",
                     "stack_seeds=true", "train={'patience': 3}", check=False)
     assert res.returncode != 0 and "train.patience" in res.stdout + res.stderr
+    res = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(TINY), "--config",
+                    "stack_seeds=true", "model={'batch_norm': True}", check=False)
+    assert res.returncode != 0 and "model.batch_norm" in res.stdout + res.stderr
 
 
 def test_enrichment_of_the_latents(tiny_run):

@@ -115,7 +115,8 @@ def check_simulations():
 
 
 def check_stacking():
-    """Stacked training (stack_seeds) has no early stopping: say which key conflicts."""
+    """Stacked training (stack_seeds) has no early stopping and no BatchNorm: say which key
+    conflicts."""
     if not config["stack_seeds"]:
         return
     for key, section in (("train", config), ("replogle.train", config["replogle"])):
@@ -124,6 +125,11 @@ def check_stacking():
                 f"config key {key}.patience: early stopping is not available with "
                 "stack_seeds: true (set it to null, or stack_seeds to false)"
             )
+    if config["model"]["batch_norm"]:
+        raise WorkflowError(
+            "config key model.batch_norm: BatchNorm is not available with stack_seeds: true "
+            "(its running statistics are not kept in a stack; set stack_seeds to false)"
+        )
 
 
 check_simulations()

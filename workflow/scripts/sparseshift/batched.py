@@ -67,6 +67,10 @@ class ModelStack:
                 )
         if len({bool(getattr(m.prior, "mask_frozen", False)) for m in models}) > 1:
             raise ValueError("ModelStack: some models have a frozen target mask and others not")
+        if models[0].cfg.batch_norm:
+            # vmap evaluates functional copies: BatchNorm's running statistics would never be
+            # updated, and the trained models would normalise with their initial 0 / 1.
+            raise ValueError("ModelStack: models with batch_norm cannot be stacked; train them one by one")
         self._call = _Call(copy.deepcopy(models[0]))
         params, buffers = stack_module_state(models)
         self.params = {f"model.{k}": v for k, v in params.items()}

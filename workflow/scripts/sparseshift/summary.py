@@ -92,8 +92,10 @@ def load_metrics(paths, by: str = "simulation") -> pd.DataFrame:
         if col not in df:
             df[col] = np.nan
     order = {m: i for i, m in enumerate(METHODS)}
+    # settings in numeric order (alpha 10, 20, ..., 100), not the order of their names
     return df[columns].sort_values(
-        [by, "method", "run", "seed"], key=lambda s: s.map(order) if s.name == "method" else s
+        [by, "method", "n_latent", "alpha", "beta", "lambda", "seed"],
+        key=lambda s: s.map(order) if s.name == "method" else s,
     ).reset_index(drop=True)
 
 
@@ -146,8 +148,12 @@ def _setting(run: str) -> str:
     return run.split("_", 1)[1] if "_" in run else run
 
 
-def _choices(runs: pd.Series) -> str:
-    counts = runs.map(_setting).value_counts(sort=False)
+def _choices(runs: pd.DataFrame) -> str:
+    """The settings chosen and how often; "one setting" when there was nothing to choose
+    (no UDR score: no competitor)."""
+    if runs["udr"].isna().all():
+        return "one setting"
+    counts = runs["run"].map(_setting).value_counts(sort=False)
     return ", ".join(f"{name} ×{n}" for name, n in counts.items())
 
 
@@ -167,12 +173,12 @@ def table1(summary: pd.DataFrame, by: str = "simulation") -> pd.DataFrame:
     blocks = [fixed]
     if "selected" in summary and summary["selected"].astype(bool).any():
         chosen = summary[summary["selected"].astype(bool)]
-        sel = chosen.groupby([by, "method", "n_latent"], sort=False).agg(
-            chosen=("run", _choices), **aggregations
-        ).reset_index()
+        groups = chosen.groupby([by, "method", "n_latent"], sort=False)
+        sel = groups.agg(**aggregations).reset_index()
+        sel.insert(3, "chosen", [_choices(group) for _, group in groups])
         sel.insert(2, "run", sel["n_latent"].map(lambda n: f"p{int(n)} selected"))
         sel.insert(3, "selection", "UDR")
-        blocks.append(sel.drop(columns="n_latent"))
+        blocks.append(sel.drop(columns="n_latent")[fixed.columns])
     out = pd.concat(blocks, ignore_index=True)
     out.insert(2, "model", out["method"].map(DISPLAY_NAMES))
     return out
