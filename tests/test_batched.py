@@ -9,7 +9,7 @@ from sparseshift.batched import ModelStack, fit_many
 from sparseshift.model import ModelConfig, SparseShiftVAE
 from sparseshift.run import RunData
 from sparseshift.simulate import SimulationConfig, simulate
-from sparseshift.train import TrainConfig
+from sparseshift.train import TrainConfig, TrainingDiverged
 
 
 def models(n: int, method: str = "svae_plus", **kw) -> list[SparseShiftVAE]:
@@ -102,6 +102,18 @@ def test_fit_many_resumes_from_its_checkpoint(tmp_path):
         for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
             assert torch.equal(pa, pb), name
     assert h_resumed[0]["loss"].tolist() == h_straight[0]["loss"].tolist()
+
+
+def test_fit_many_names_the_model_that_diverges():
+    """Model 1's data holds an infinite count: its loss is not finite from the first epoch,
+    model 0's is; the error names model 1."""
+    data = [tiny_data(0), tiny_data(1)]
+    data[1].x[data[1].train_cells[0], 0] = float("inf")
+    cfg = ModelConfig(method="svae_plus", n_genes=12, n_latent=3, n_perturbations=8, alpha=5.0)
+    ms = [SparseShiftVAE(cfg), SparseShiftVAE(cfg)]
+    with pytest.raises(TrainingDiverged, match=r"\(model 1 of its stack\).*training loss became non-finite in epoch 1"):
+        fit_many(ms, [d.x for d in data], [d.labels for d in data], [d.train_cells for d in data],
+                 [d.val_cells for d in data], TrainConfig(epochs=2, batch_size=32), seeds=[0, 1])
 
 
 def test_stack_refuses_models_of_different_configurations():

@@ -14,7 +14,7 @@ from sparseshift.model import (
     straight_through_gumbel_sigmoid,
 )
 from sparseshift.simulate import SimulationConfig, simulate
-from sparseshift.train import TrainConfig, fit, kl_weight_at
+from sparseshift.train import TrainConfig, TrainingDiverged, epoch_line, fit, kl_weight_at
 
 
 def make_model(method: str, n_genes: int = 20, n_latent: int = 3, n_perturbations: int = 5, **kw):
@@ -205,3 +205,37 @@ def test_early_stopping_restores_the_best_epoch(monkeypatch):
     assert list(hist["epoch"]) == [1, 2, 3, 4]  # best at 2, two epochs without improvement
     for k, v in model.state_dict().items():
         assert torch.equal(v, snapshots[1][k]), k
+
+
+def test_a_diverging_fit_stops_in_the_first_epoch_with_a_non_finite_loss(tmp_path):
+    x, labels = tiny_data()
+    model = make_model("svae_plus", n_genes=20, n_perturbations=6, alpha=6.0)
+    cfg = TrainConfig(epochs=4, batch_size=32, warmup_epochs=2, lr=1e5, checkpoint_every=1, seed=0)
+    with pytest.raises(TrainingDiverged, match="training loss became non-finite in epoch 1") as err:
+        fit(model, x, labels, np.arange(180), np.arange(180, 200), cfg, tmp_path / "ckpt.pt")
+    assert err.value.epoch == 1 and "lower learning rate" in str(err.value)
+    assert not (tmp_path / "ckpt.pt").exists()  # the diverged epoch is not checkpointed
+
+
+def test_a_non_finite_gradient_stops_training_in_its_epoch():
+    """A NaN gradient in the last minibatch of epoch 2 leaves that epoch's loss finite but
+    the weights not: training stops in epoch 2, naming the gradient."""
+    x, labels = tiny_data()
+    model = make_model("svae_plus", n_genes=20, n_perturbations=6, alpha=6.0)
+    calls = {"n": 0}
+    per_epoch = 6  # 180 training cells in minibatches of 32
+
+    def poison(grad):
+        calls["n"] += 1
+        return grad * float("nan") if calls["n"] == 2 * per_epoch else grad
+
+    model.decoder[0].weight.register_hook(poison)
+    cfg = TrainConfig(epochs=4, batch_size=32, warmup_epochs=2, seed=0)
+    with pytest.raises(TrainingDiverged, match="gradient became non-finite in epoch 2"):
+        fit(model, x, labels, np.arange(180), np.arange(180, 200), cfg)
+
+
+def test_epoch_lines_show_a_mask_density_only_for_models_with_a_mask():
+    row = {"epoch": 3, "loss": 1.0, "elbo_train": -1.0, "elbo_val": -2.0, "kl_weight": 0.5}
+    assert "mask_density" not in epoch_line({**row, "mask_density": float("nan")}, 10)
+    assert epoch_line({**row, "mask_density": 0.25}, 10).endswith("mask_density 0.250")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from sparseshift.io import InputError, write_h5ad
 from sparseshift.model import ModelConfig, SparseShiftVAE
-from sparseshift.run import count_matrix, evaluate_run, perturbation_labels, read_dataset
+from sparseshift.run import count_matrix, evaluate_run, load_latents, perturbation_labels, read_dataset
 from sparseshift.simulate import SimulationConfig, simulate
+from sparseshift.train import TrainConfig, TrainingDiverged
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +93,73 @@ def test_unreadable_file(tmp_path):
     path.write_text("not hdf5")
     with pytest.raises(InputError, match="broken.h5ad"):
         read_dataset(path)
+
+
+def train_files(tmp_path, data, lr=1e-3, epochs=3):
+    """train_from_files on ``data`` written to tmp_path: (outputs, checkpoint)."""
+    from sparseshift.run import train_from_files
+
+    path = tmp_path / "data.h5ad"
+    if not path.exists():
+        write_h5ad(data, path)
+    run = tmp_path / "results" / "sim" / "seed3" / "svae_plus" / "p4"
+    outputs = {key: str(run / name) for key, name in [("weights", "model.pt"), ("config", "model.json"),
+               ("history", "history.tsv"), ("latents", "latents.npz"), ("info", "train_info.json")]}
+    model = {"method": "svae_plus", "n_latent": 4, "alpha": 12.0}
+    train = {"epochs": epochs, "batch_size": 64, "warmup_epochs": 1, "lr": lr, "checkpoint_every": 1, "seed": 3}
+    checkpoint = tmp_path / "checkpoints" / "run.pt"
+    train_from_files(path, model, train, "cpu", checkpoint, outputs)
+    return outputs, checkpoint
+
+
+def test_a_diverging_training_job_names_its_run_and_writes_no_model(data, tmp_path):
+    with pytest.raises(TrainingDiverged) as err:
+        train_files(tmp_path, data, lr=1e5)
+    message = str(err.value)
+    assert "results/sim/seed3/svae_plus/p4" in message and "loss became non-finite in epoch 1" in message
+    assert "train.lr" in message
+    assert not list((tmp_path / "results").rglob("*.*"))  # no model, no latents, nothing
+
+
+def test_a_diverging_training_job_removes_its_checkpoint(data, tmp_path, monkeypatch):
+    """Diverging in epoch 3 after the checkpoints of epochs 1 and 2: the checkpoint goes too,
+    so that a rerun with another learning rate does not resume the diverging run."""
+    from sparseshift import train
+
+    check, checkpoint = train.check_epoch, tmp_path / "checkpoints" / "run.pt"
+    existed = []
+
+    def diverge_in_epoch_3(means, elbo_val, has_val, weights_finite, epoch, lr, member=None):
+        if epoch == 3:
+            existed.append(checkpoint.exists())
+            means = [float("nan")]
+        check(means, elbo_val, has_val, weights_finite, epoch, lr, member)
+
+    monkeypatch.setattr(train, "check_epoch", diverge_in_epoch_3)
+    with pytest.raises(TrainingDiverged, match="epoch 3"):
+        train_files(tmp_path, data)
+    assert existed == [True] and not checkpoint.exists()
+    assert not (tmp_path / "results" / "sim" / "seed3" / "svae_plus" / "p4" / "model.pt").exists()
+
+
+def test_non_finite_latents_are_refused(tmp_path):
+    path = tmp_path / "latents.npz"
+    np.savez(path, z_mean=np.array([[0.0, np.nan], [1.0, 2.0]], dtype=np.float32))
+    with pytest.raises(InputError, match=r"latents\.npz: field 'z_mean' — expected finite posterior means"):
+        load_latents(path)
+
+
+def test_a_resumed_run_reports_the_time_of_all_its_epochs(data, tmp_path):
+    """train_seconds of a run resumed from its checkpoint: the sum over every epoch of its
+    history, those of the killed attempt included."""
+    from sparseshift.run import train_run
+
+    cfg = ModelConfig(method="svae_plus", n_genes=data.n_vars, n_latent=4, n_perturbations=12, alpha=12.0)
+    ckpt = tmp_path / "run.pt"
+    train_cfg = TrainConfig(epochs=2, batch_size=64, warmup_epochs=1, checkpoint_every=1, seed=3)
+    _, first, _, _ = train_run(data, cfg, train_cfg, "cpu", ckpt)  # stands for a job killed after epoch 2
+    _, history, _, info = train_run(data, cfg, replace(train_cfg, epochs=4), "cpu", ckpt)
+    assert info["epochs_run"] == 4
+    assert history["train_seconds"].iloc[:2].tolist() == first["train_seconds"].tolist()
+    assert info["train_seconds"] == history["train_seconds"].sum()
+    assert info["seconds_per_epoch"] == info["train_seconds"] / 4

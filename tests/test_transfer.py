@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ import torch
 from sparseshift.model import ModelConfig, SparseShiftVAE
 from sparseshift.run import RunData, train_run
 from sparseshift.simulate import SimulationConfig, simulate
-from sparseshift.train import TrainConfig
+from sparseshift.train import TrainConfig, TrainingDiverged
 from sparseshift.transfer import TransferConfig, finetune, transfer_run
 from torch.distributions import NegativeBinomial, Normal
 
@@ -221,3 +222,17 @@ def test_no_held_out_cells_gives_nan_scores(trained):
     result = transfer_run(model, run_data(data), TRAIN, TransferConfig(particles=10))
     assert math.isnan(result.summary["inll"]) and result.per_perturbation.empty
     assert isinstance(result.finetune_history, pd.DataFrame) and result.finetuned is model
+
+
+def test_a_diverging_retraining_stops_the_transfer_naming_its_step(adata, trained):
+    cfg = TransferConfig(retrain_epochs=3, retrain_patience=None, finetune_epochs=2, particles=10)
+    with pytest.raises(TrainingDiverged, match=r"step 2 of the transfer \(retraining\) .* in epoch 1"):
+        transfer_run(trained("svae_plus"), run_data(adata), replace(TRAIN, lr=1e5), cfg)
+
+
+def test_the_retraining_time_is_that_of_its_epochs(adata, trained):
+    """retrain_seconds sums the step's history, so that a step resumed from its checkpoint
+    counts every attempt's epochs."""
+    cfg = TransferConfig(retrain_epochs=3, retrain_patience=None, finetune_epochs=2, particles=10)
+    result = transfer_run(trained("svae_plus"), run_data(adata), TRAIN, cfg)
+    assert result.summary["retrain_seconds"] == result.retrain_history["train_seconds"].sum()

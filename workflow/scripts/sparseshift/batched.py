@@ -30,9 +30,11 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from .io import atomic_path
+from .io import CONSOLE, atomic_path
 from .model import SparseShiftVAE
-from .train import HISTORY_COLUMNS, TrainConfig, epoch_parts, kl_weight_at, restore_rng_state, rng_state
+from .train import (
+    HISTORY_COLUMNS, TrainConfig, check_epoch, epoch_parts, kl_weight_at, restore_rng_state, rng_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +159,7 @@ def fit_many(
             generator.set_state(saved)
         restore_rng_state(state["rng"], device)
         histories, start = state["histories"], state["epoch"]
-        log.info("resumed %d stacked models from %s at epoch %d", n, ckpt, start)
+        log.info("resumed %d stacked models from %s at epoch %d", n, ckpt, start, extra=CONSOLE)
     for epoch in range(start, cfg.epochs):
         stack.train()
         tic = time.perf_counter()
@@ -184,6 +186,10 @@ def fit_many(
             )
         log.info("epoch %d/%d of %d stacked models: elbo_val %s", epoch + 1, cfg.epochs, n,
                  " ".join(f"{h[-1]['elbo_val']:.3f}" for h in histories))
+        finite = torch.stack([torch.isfinite(p.reshape(n, -1)).all(1) for p in stack.params.values()]).all(0)
+        for i, weights_finite in enumerate(finite.tolist()):
+            elbo_val = histories[i][-1]["elbo_val"]
+            check_epoch(means[i], elbo_val, len(vals[i][0]) > 0, weights_finite, epoch + 1, cfg.lr, member=i)
         if ckpt is not None and (epoch + 1) % cfg.checkpoint_every == 0 and epoch + 1 < cfg.epochs:
             state = {
                 "params": {k: v.detach() for k, v in stack.params.items()},

@@ -91,6 +91,11 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+# ``log.info(..., extra=CONSOLE)``: a line for the console as well as the log (a job's start and
+# finish), when the console does not get every line (:func:`configure_logging`).
+CONSOLE = {"console": True}
+
+
 def configure_logging(log_path: str | os.PathLike | None) -> None:
     """Send this process's logging (INFO and above) to a rule's log file."""
     import logging

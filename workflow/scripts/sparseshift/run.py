@@ -8,9 +8,9 @@ truth: ``obsm["z_true"]`` and ``uns["targets"]``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,9 +21,9 @@ import torch
 
 from . import io, metrics
 from .batched import fit_many
-from .io import read_dataset
+from .io import CONSOLE, read_dataset
 from .model import DISPLAY_NAMES, ModelConfig, SparseShiftVAE
-from .train import TrainConfig, fit, seed_everything, select_device, split_train_val
+from .train import TrainConfig, TrainingDiverged, fit, seed_everything, select_device, split_train_val
 from .transfer import TransferConfig, transfer_run
 
 log = logging.getLogger(__name__)
@@ -103,9 +103,14 @@ def new_run(
     return data, model
 
 
-def finish_run(model: SparseShiftVAE, history: pd.DataFrame, data: RunData, seconds: float) -> tuple[np.ndarray, dict]:
-    """Latent means of every cell and the timing and ELBOs of a trained run."""
+def finish_run(model: SparseShiftVAE, history: pd.DataFrame, data: RunData, lr: float) -> tuple[np.ndarray, dict]:
+    """Latent means of every cell and the timing and ELBOs of a trained run. The training time
+    is the sum over the history's epochs, so that a run resumed from its checkpoint counts the
+    epochs of every attempt."""
     latents = model.latent_means(data.x).cpu().numpy()
+    if not np.isfinite(latents).all():
+        raise TrainingDiverged("latent means", len(history), lr)
+    seconds = float(history["train_seconds"].sum())
     info = {
         "code_version": io.code_version(),
         "device": str(data.device),
@@ -128,9 +133,8 @@ def train_run(
     """Train on the ``train`` split; return the model, its history, the latent means
     of every cell and timing information."""
     data, model = new_run(adata, model_cfg, train_cfg, select_device(device), path)
-    start = time.perf_counter()
     history = fit(model, data.x, data.labels, data.train_cells, data.val_cells, train_cfg, checkpoint)
-    latents, info = finish_run(model, history, data, time.perf_counter() - start)
+    latents, info = finish_run(model, history, data, train_cfg.lr)
     return model, history, latents, info
 
 
@@ -211,7 +215,8 @@ def train_stacked(
 
     Each run starts from the same initial weights and validation split as its
     :func:`train_run`; its random draws differ, so its numbers are not those of the
-    one-model run. ``train_seconds`` of each run is the stack's time divided by its size.
+    one-model run. ``train_seconds`` of each run is the stack's time divided by its size. A
+    model of the stack that diverges stops them all (:class:`TrainingDiverged` names it).
     """
     dev = select_device(device)
     paths = paths or ["<dataset>"] * len(adatas)
@@ -219,16 +224,17 @@ def train_stacked(
         new_run(adata, model_cfg, replace(train_cfg, seed=seed), dev, path)
         for adata, seed, path in zip(adatas, seeds, paths)
     ]
-    start = time.perf_counter()
     histories = fit_many(
         [model for _, model in runs], [d.x for d, _ in runs], [d.labels for d, _ in runs],
         [d.train_cells for d, _ in runs], [d.val_cells for d, _ in runs],
         replace(train_cfg, seed=seeds[0]), seeds, checkpoint,
     )
-    seconds = (time.perf_counter() - start) / len(runs)
     out = []
-    for (data, model), history in zip(runs, histories):
-        latents, info = finish_run(model, history, data, seconds)
+    for i, ((data, model), history) in enumerate(zip(runs, histories)):
+        try:
+            latents, info = finish_run(model, history, data, train_cfg.lr)
+        except TrainingDiverged as err:
+            raise err.update(member=i)
         out.append((model, history, latents, {**info, "stacked_models": len(runs)}))
     return out
 
@@ -239,17 +245,41 @@ def run_model_config(adata, path, model_settings: dict) -> ModelConfig:
     return ModelConfig(n_genes=adata.n_vars, n_perturbations=len(names), perturbations=names, **model_settings)
 
 
+def run_folder(output) -> str:
+    """The run an output file belongs to (its folder), as jobs name it to the user."""
+    return str(Path(output).parent)
+
+
+@contextlib.contextmanager
+def diverging(runs: list[str], checkpoint, lr_key: str = "train.lr"):
+    """A job's training that diverges (:class:`TrainingDiverged`) names its run (``runs[member]``
+    of a stack) and removes its checkpoint, so that a rerun with another learning rate starts
+    afresh instead of resuming the diverging trajectory."""
+    try:
+        yield
+    except TrainingDiverged as err:
+        Path(checkpoint).unlink(missing_ok=True)
+        raise err.update(run=runs[err.member or 0], lr_key=lr_key)
+
+
 def train_from_files(
     data_path, model_settings: dict, train_settings: dict, device: str, checkpoint, outputs: dict
 ) -> None:
-    """The training job: read the dataset, train (resuming from ``checkpoint``), write outputs."""
+    """The training job: read the dataset, train (resuming from ``checkpoint``), write outputs.
+
+    The console gets a start and a finish line; the log every epoch."""
+    run = run_folder(outputs["weights"])
+    train_cfg = TrainConfig(**train_settings)
+    log.info("train %s: start, %d epochs", run, train_cfg.epochs, extra=CONSOLE)
     adata = read_dataset(data_path)
     model_cfg = run_model_config(adata, data_path, model_settings)
-    train_cfg = TrainConfig(**train_settings)
     Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
-    model, history, latents, info = train_run(adata, model_cfg, train_cfg, device, checkpoint, str(data_path))
+    with diverging([run], checkpoint):
+        model, history, latents, info = train_run(adata, model_cfg, train_cfg, device, checkpoint, str(data_path))
     save_run(model, history, latents, info, adata, outputs)
     Path(checkpoint).unlink(missing_ok=True)
+    log.info("train %s: done, %d epochs in %.1f s, validation ELBO %.2f", run, info["epochs_run"],
+             info["train_seconds"], info["elbo_val"], extra=CONSOLE)
 
 
 def train_stacked_from_files(
@@ -260,20 +290,33 @@ def train_stacked_from_files(
     (:func:`train_stacked`). ``data_paths[i]`` is seed ``seeds[i]``'s dataset (the same
     file for every seed of a Replogle fold, read once) and each entry of ``outputs`` a
     list with one path per seed."""
+    folders = [run_folder(path) for path in outputs["weights"]]
+    train_cfg = TrainConfig(**train_settings)
+    name = f"{folders[0]} and {len(folders) - 1} more" if len(folders) > 1 else folders[0]
+    log.info("train %s (stacked): start, %d epochs", name, train_cfg.epochs, extra=CONSOLE)
     files = {path: read_dataset(path) for path in dict.fromkeys(data_paths)}
     adatas = [files[path] for path in data_paths]
     model_cfg = run_model_config(adatas[0], data_paths[0], model_settings)
     Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
-    runs = train_stacked(adatas, model_cfg, TrainConfig(**train_settings), seeds, device, checkpoint,
-                         [str(p) for p in data_paths])
+    with diverging(folders, checkpoint):
+        runs = train_stacked(adatas, model_cfg, train_cfg, seeds, device, checkpoint, [str(p) for p in data_paths])
     for i, (adata, (model, history, latents, info)) in enumerate(zip(adatas, runs)):
         save_run(model, history, latents, info, adata, {key: paths[i] for key, paths in outputs.items()})
     Path(checkpoint).unlink(missing_ok=True)
+    infos = [info for *_, info in runs]
+    log.info("train %s (stacked): done, %d epochs in %.1f s, validation ELBO %s", name, infos[0]["epochs_run"],
+             sum(info["train_seconds"] for info in infos), " ".join(f"{info['elbo_val']:.2f}" for info in infos),
+             extra=CONSOLE)
 
 
 def load_latents(path) -> np.ndarray:
+    """A run's posterior means (``latents.npz``), refused when not finite."""
     with np.load(path, allow_pickle=False) as npz:
-        return npz["z_mean"]
+        latents = npz["z_mean"]
+    if not np.isfinite(latents).all():
+        raise io.InputError(path, "z_mean", "finite posterior means",
+                            f"{int((~np.isfinite(latents)).sum())} non-finite values (did its training diverge?)")
+    return latents
 
 
 def udr_score(latents: np.ndarray, replicates: list, min_variance: float = 0.01) -> dict:
@@ -311,9 +354,12 @@ def transfer_from_files(
     """The transfer job: steps 2 and 3 of the protocol on a trained run, the held-out
     ELBO / IWELBO / I-NLL (``heldout.json``, per perturbation in ``heldout_perturbations.tsv``)
     and the model of each step."""
-    adata = read_dataset(inputs["data"])
+    run = run_folder(Path(outputs["summary"]).parent)
     train_cfg = TrainConfig(**train_settings)
     cfg = TransferConfig(**transfer_settings)
+    log.info("transfer %s: start, %d + %d epochs, I-NLL with %d particles", run, cfg.retrain_epochs,
+             cfg.finetune_epochs, cfg.particles, extra=CONSOLE)
+    adata = read_dataset(inputs["data"])
     dev = select_device(device)
     data = RunData(adata, train_cfg.val_fraction, train_cfg.seed, dev, str(inputs["data"]))
     model = SparseShiftVAE.load(inputs["weights"], inputs["config"]).to(dev)
@@ -326,7 +372,8 @@ def transfer_from_files(
         "transfer of %s to %d held-out perturbations (%d cells), device %s",
         model.cfg.method, len(data.heldout_perturbations), len(data.heldout_cells), dev,
     )
-    result = transfer_run(model, data, train_cfg, cfg, checkpoint)
+    with diverging([run], checkpoint):
+        result = transfer_run(model, data, train_cfg, cfg, checkpoint)
     with open(inputs["info"]) as fh:
         info = json.load(fh)
     summary = {"elbo_train": info["elbo_train"], "elbo_val": info["elbo_val"], **result.summary,
@@ -338,6 +385,8 @@ def transfer_from_files(
     io.write_tsv(result.per_perturbation, outputs["per_perturbation"])
     io.write_json(summary, outputs["summary"])
     Path(checkpoint).unlink(missing_ok=True)
+    log.info("transfer %s: done, %d + %d epochs, I-NLL %.2f", run, summary.get("retrain_epochs_run", 0),
+             summary.get("finetune_epochs_run", 0), summary["inll"], extra=CONSOLE)
     return summary
 
 
@@ -402,8 +451,7 @@ def run_figure_from_files(figure: str, data_path, runs: dict, paths) -> str:
         learned = {}
         for method in figures.GRAPH_METHODS:
             if method in models:
-                with np.load(Path(runs[method]) / "latents.npz") as npz:
-                    z_hat = npz["z_mean"][train]
+                z_hat = load_latents(Path(runs[method]) / "latents.npz")[train]
                 graph = models[method].prior.target_graph().numpy()
                 learned[method] = figures.permute_to_truth(z_true, z_hat, graph)
         targets = np.asarray(adata.uns["targets"]).astype(bool)

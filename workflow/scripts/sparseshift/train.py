@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .io import atomic_path
+from .io import CONSOLE, atomic_path
 from .model import SparseShiftVAE
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,65 @@ class TrainConfig:
     patience: int | None = None
     checkpoint_every: int = 10
     seed: int = 0
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced a non-finite loss, gradient, latent or score: no model of the run
+    is worth saving.
+
+    ``what`` names the quantity, ``epoch`` the (1-based) epoch in which it was first seen
+    (None outside the epochs), ``lr`` the learning rate, ``member`` the model of a stack
+    (:func:`sparseshift.batched.fit_many`). The callers that know them add the ``step`` (the
+    transfer protocol's), the ``run`` and the config key of the learning rate with :meth:`update`.
+    """
+
+    def __init__(self, what: str, epoch: int | None, lr: float, member: int | None = None):
+        self.what, self.epoch, self.lr, self.member = what, epoch, lr, member
+        self.step, self.run, self.lr_key = "training", None, "train.lr"
+        super().__init__(self.message())
+
+    def update(self, **attrs) -> TrainingDiverged:
+        """Set ``step``, ``run`` or ``lr_key`` and rewrite the message."""
+        for key, value in attrs.items():
+            setattr(self, key, value)
+        self.args = (self.message(),)
+        return self
+
+    def message(self) -> str:
+        run = f"run {self.run}" if self.run else "the run"
+        if self.member is not None:
+            run += f" (model {self.member} of its stack)"
+        when = f" in epoch {self.epoch}" if self.epoch is not None else ""
+        return (
+            f"{self.step} of {run} diverged: the {self.what} became non-finite{when} (learning rate "
+            f"{self.lr:g}); try a lower learning rate (config key {self.lr_key}) or check the data for "
+            "corrupt or extreme counts. No model of this run was written."
+        )
+
+
+def check_epoch(means, elbo_val: float, has_val: bool, weights_finite: bool, epoch: int, lr: float,
+                member: int | None = None) -> None:
+    """Raise :class:`TrainingDiverged` for the first non-finite of an epoch's loss parts, its
+    weights (a non-finite gradient leaves them non-finite) and its validation ELBO (when there
+    are validation cells)."""
+    for what, finite in (
+        ("training loss", all(math.isfinite(v) for v in means)),
+        ("gradient", weights_finite),
+        ("validation ELBO", not has_val or math.isfinite(elbo_val)),
+    ):
+        if not finite:
+            raise TrainingDiverged(what, epoch, lr, member)
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    """The log line of one epoch; the mask density only for models with a mask."""
+    line = (
+        f"epoch {row['epoch']}/{epochs} loss {row['loss']:.3f} elbo_train {row['elbo_train']:.3f} "
+        f"elbo_val {row['elbo_val']:.3f} kl_weight {row['kl_weight']:.2f}"
+    )
+    if not math.isnan(row["mask_density"]):
+        line += f" mask_density {row['mask_density']:.3f}"
+    return line
 
 
 def epoch_parts(loss: torch.Tensor, parts: dict) -> torch.Tensor:
@@ -134,7 +194,7 @@ def fit(
         generator.set_state(state["generator"])
         restore_rng_state(state["rng"], device)
         history, best, start = state["history"], state["best"], state["epoch"]
-        log.info("resumed from %s at epoch %d", ckpt, start)
+        log.info("resumed from %s at epoch %d", ckpt, start, extra=CONSOLE)
 
     for epoch in range(start, cfg.epochs):
         model.train()
@@ -155,10 +215,9 @@ def fit(
             zip(HISTORY_COLUMNS, [epoch + 1, kl_weight, *means, elbo_val, model.prior.mask_density(), seconds])
         )
         history.append(row)
-        log.info(
-            "epoch %d/%d loss %.3f elbo_train %.3f elbo_val %.3f kl_weight %.2f mask_density %.3f",
-            epoch + 1, cfg.epochs, row["loss"], row["elbo_train"], elbo_val, kl_weight, row["mask_density"],
-        )
+        log.info("%s", epoch_line(row, cfg.epochs))
+        weights_finite = bool(torch.stack([torch.isfinite(p).all() for p in parameters]).all())
+        check_epoch(means, elbo_val, len(val_idx) > 0, weights_finite, epoch + 1, cfg.lr)
 
         if cfg.patience is not None and epoch + 1 >= cfg.warmup_epochs and elbo_val > best["elbo"]:
             best = {"elbo": elbo_val, "state": copy.deepcopy(model.state_dict()), "epoch": epoch + 1}

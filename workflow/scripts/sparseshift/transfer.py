@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from .model import SparseShiftVAE
-from .train import HISTORY_COLUMNS, TrainConfig, fit, seed_everything
+from .train import HISTORY_COLUMNS, TrainConfig, TrainingDiverged, fit, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +111,22 @@ def transfer_run(
 
     scores["elbo_heldout_before"] = model.elbo(x_h, l_h, reduction="none")
 
-    tic = time.perf_counter()
-    retrain_history = retrain(model, data, held_out, train_cfg, cfg, checkpoint)
-    timing["retrain_seconds"] = time.perf_counter() - tic
+    try:
+        retrain_history = retrain(model, data, held_out, train_cfg, cfg, checkpoint)
+    except TrainingDiverged as err:
+        raise err.update(step="step 2 of the transfer (retraining)")
+    # the epochs' own times: a step resumed from its checkpoint counts every attempt's epochs
+    timing["retrain_seconds"] = float(retrain_history["train_seconds"].sum())
     elbos = data.split_elbos(model, suffix="_retrained")
     scores["elbo_heldout_retrained"] = model.elbo(x_h, l_h, reduction="none")
     iwelbo("iwelbo_heldout_retrained")
     retrained = copy.deepcopy(model)
 
     tic = time.perf_counter()
-    finetune_history = finetune(model, data, held_out, train_cfg, cfg)
+    try:
+        finetune_history = finetune(model, data, held_out, train_cfg, cfg)
+    except TrainingDiverged as err:
+        raise err.update(step="step 3 of the transfer (fine-tuning)", lr_key="transfer.finetune_lr")
     timing["finetune_seconds"] = time.perf_counter() - tic
     if len(finetune_history):
         scores["elbo_heldout"] = model.elbo(x_h, l_h, reduction="none")
@@ -130,6 +136,9 @@ def transfer_run(
         scores["iwelbo_heldout"] = scores["iwelbo_heldout_retrained"]
 
     per_cell = pd.DataFrame({k: scores[k].cpu().numpy().astype(np.float64) for k in SCORES})
+    for name in SCORES:
+        if not np.isfinite(per_cell[name]).all():
+            raise TrainingDiverged(f"held-out score {name}", None, train_cfg.lr).update(step="the transfer")
     per_cell["perturbation"] = np.asarray(data.names)[data.labels[data.heldout_cells].cpu().numpy()]
     per_pert = per_cell.groupby("perturbation", sort=False).agg(
         n_cells=("perturbation", "size"), **{k: (k, "mean") for k in SCORES}
