@@ -130,8 +130,25 @@ def test_missing_required_key(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("tiny")
-    snakemake("--cores", "2", "--directory", str(work), "--configfile", str(TINY))
+    res = snakemake("--cores", "2", "--directory", str(work), "--configfile", str(TINY))
+    (work / "console.txt").write_text(res.stdout + res.stderr)
     return work / "results"
+
+
+def test_the_console_shows_jobs_and_the_logs_every_epoch(tiny_run):
+    """Per training job a start and a finish line on the console; the epochs in its log only."""
+    console = (tiny_run.parent / "console.txt").read_text()
+    assert not re.search(r"epoch \d+/\d+", console)
+    train_logs = sorted((tiny_run / "logs" / "train").rglob("*.log"))
+    assert len(train_logs) == 6 + 4  # the runs and the replicates of the competing sVAE+ settings
+    for log in train_logs:
+        run = "results/simulation/" + str(log.relative_to(tiny_run / "logs" / "train" / "simulation"))[:-4]
+        assert len(re.findall(r"epoch \d+/4 ", log.read_text())) == 4, log
+        assert f"train {run}: start, 4 epochs" in console
+        assert re.search(rf"train {re.escape(run)}: done, 4 epochs in [0-9.]+ s, validation ELBO -[0-9.]+", console)
+    for log in (tiny_run / "logs").rglob("*.log"):
+        assert "mask_density nan" not in log.read_text(), log
+    assert "transfer results/simulation/tiny/seed0/vae/p4: done, " in console
 
 
 def test_summary_has_one_row_per_run_with_metrics(tiny_run):

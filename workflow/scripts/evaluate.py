@@ -1,10 +1,14 @@
 """Rule adapter: disentanglement and target-identification metrics of one run, and the
 unsupervised selection score (UDR) of its setting."""
 
-from sparseshift import io
-from sparseshift.run import evaluate_from_files
+import sys
 
-io.configure_logging(snakemake.log[0])
+sys.path.insert(0, snakemake.scriptdir)  # this workflow's own sparseshift, not an installed copy
+
+from sparseshift import io  # noqa: E402
+from sparseshift.run import evaluate_from_files  # noqa: E402
+
+io.setup_rule(snakemake)
 evaluate_from_files(
     dict(snakemake.input.items()),
     snakemake.params.record,

@@ -1,12 +1,16 @@
 """Rule adapter: one figure of an arm's summary (methods, I-NLL, Table 1, sweeps)."""
 
-import logging
+import sys
 
-import pandas as pd
+sys.path.insert(0, snakemake.scriptdir)  # this workflow's own sparseshift, not an installed copy
 
-from sparseshift import figures, io
+import logging  # noqa: E402
 
-io.configure_logging(snakemake.log[0])
+import pandas as pd  # noqa: E402
+
+from sparseshift import figures, io  # noqa: E402
+
+io.setup_rule(snakemake)
 summary = pd.read_csv(snakemake.input.summary, sep="\t")
 by = snakemake.params.by
 figure = snakemake.wildcards.figure

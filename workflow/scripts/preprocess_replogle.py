@@ -1,9 +1,13 @@
 """Rule adapter: the Replogle perturbations x genes selected from the raw h5ad (Table S3)."""
 
-from sparseshift import io
-from sparseshift.replogle import preprocess
+import sys
 
-io.configure_logging(snakemake.log[0])
+sys.path.insert(0, snakemake.scriptdir)  # this workflow's own sparseshift, not an installed copy
+
+from sparseshift import io  # noqa: E402
+from sparseshift.replogle import preprocess  # noqa: E402
+
+io.setup_rule(snakemake)
 preprocess(
     snakemake.input.h5ad,
     snakemake.input.table,

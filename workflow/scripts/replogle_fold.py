@@ -1,10 +1,14 @@
 """Rule adapter: the training dataset of one Replogle hold-out fold."""
 
-from sparseshift import io
-from sparseshift.io import read_dataset
-from sparseshift.replogle import expression_programs, fold_perturbations, make_fold, read_table_s3
+import sys
 
-io.configure_logging(snakemake.log[0])
+sys.path.insert(0, snakemake.scriptdir)  # this workflow's own sparseshift, not an installed copy
+
+from sparseshift import io  # noqa: E402
+from sparseshift.io import read_dataset  # noqa: E402
+from sparseshift.replogle import expression_programs, fold_perturbations, make_fold, read_table_s3  # noqa: E402
+
+io.setup_rule(snakemake)
 path = snakemake.input.data
 adata = read_dataset(path)
 clusters, _ = read_table_s3(snakemake.input.table)

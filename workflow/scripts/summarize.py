@@ -1,10 +1,14 @@
 """Rule adapter: an arm's summary.tsv (one row per run), selection.tsv (the unsupervised
 choice among each method's settings) and table1.tsv (mean ± sd)."""
 
-from sparseshift import io
-from sparseshift.summary import load_metrics, table1, with_selection
+import sys
 
-io.configure_logging(snakemake.log[0])
+sys.path.insert(0, snakemake.scriptdir)  # this workflow's own sparseshift, not an installed copy
+
+from sparseshift import io  # noqa: E402
+from sparseshift.summary import load_metrics, table1, with_selection  # noqa: E402
+
+io.setup_rule(snakemake)
 by = snakemake.params.by
 summary, selection = with_selection(load_metrics(snakemake.input, by=by), by=by)
 io.write_tsv(summary, snakemake.output.summary)

@@ -1,11 +1,15 @@
 """Rule adapter: train one model on one dataset."""
 
-import torch
+import sys
 
-from sparseshift import io
-from sparseshift.run import train_from_files
+sys.path.insert(0, snakemake.scriptdir)  # this workflow's own sparseshift, not an installed copy
 
-io.configure_logging(snakemake.log[0])
+import torch  # noqa: E402
+
+from sparseshift import io  # noqa: E402
+from sparseshift.run import train_from_files  # noqa: E402
+
+io.setup_rule(snakemake)
 torch.set_num_threads(snakemake.threads)
 train_from_files(
     snakemake.input.data,

@@ -1,11 +1,15 @@
 """Rule adapter: steps 2 and 3 of the transfer protocol and the held-out I-NLL of one run."""
 
-import torch
+import sys
 
-from sparseshift import io
-from sparseshift.run import transfer_from_files
+sys.path.insert(0, snakemake.scriptdir)  # this workflow's own sparseshift, not an installed copy
 
-io.configure_logging(snakemake.log[0])
+import torch  # noqa: E402
+
+from sparseshift import io  # noqa: E402
+from sparseshift.run import transfer_from_files  # noqa: E402
+
+io.setup_rule(snakemake)
 torch.set_num_threads(snakemake.threads)
 transfer_from_files(
     dict(snakemake.input.items()),

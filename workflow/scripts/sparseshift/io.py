@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,11 +98,24 @@ def _json_default(obj):
 CONSOLE = {"console": True}
 
 
-def configure_logging(log_path: str | os.PathLike | None) -> None:
-    """Send this process's logging (INFO and above) to a rule's log file."""
-    import logging
+class _ConsoleFilter(logging.Filter):
+    """Warnings, errors and the lines logged with ``extra=CONSOLE``."""
 
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or getattr(record, "console", False)
+
+
+def configure_logging(log_path: str | os.PathLike | None, verbose: bool = True) -> None:
+    """Send this process's logging (INFO and above) to a rule's log file and to the console;
+    without ``verbose`` the console gets only warnings, errors and the ``CONSOLE`` lines.
+
+    An uncaught exception is logged with its traceback (in the log file; on the console when
+    there is no log file), so that a failing job's log ends with its error.
+    """
+    console = logging.StreamHandler()
+    if not verbose:
+        console.addFilter(_ConsoleFilter())
+    handlers: list[logging.Handler] = [console]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_path, mode="w"))
@@ -110,6 +125,28 @@ def configure_logging(log_path: str | os.PathLike | None) -> None:
         handlers=handlers,
         force=True,
     )
+
+    def log_uncaught(kind, error, traceback):
+        if log_path:  # the rule's log gets it; Snakemake names the log and shows it (show-failed-logs)
+            console.setLevel(logging.CRITICAL + 1)
+        logging.getLogger("sparseshift").error("the job failed:", exc_info=(kind, error, traceback))
+
+    sys.excepthook = log_uncaught
+
+
+def setup_rule(snakemake) -> None:
+    """The start of every rule script: check that the ``sparseshift`` imported is the one of the
+    workflow the script belongs to (not an installed copy of another checkout), then
+    :func:`configure_logging` to the rule's log, the console getting every line only with
+    the config key ``verbose``."""
+    own = Path(snakemake.scriptdir).resolve() / "sparseshift"
+    here = Path(__file__).resolve().parent
+    if here != own:
+        raise ImportError(
+            f"this workflow's rule scripts must run its own sparseshift package ({own}), but Python "
+            f"imported another copy ({here}); uninstall that copy or put {own.parent} first on PYTHONPATH"
+        )
+    configure_logging(snakemake.log[0] if snakemake.log else None, bool(snakemake.config.get("verbose", False)))
 
 
 def read_dataset(path):
