@@ -151,6 +151,22 @@ def test_the_console_shows_jobs_and_the_logs_every_epoch(tiny_run):
     assert "transfer results/simulation/tiny/seed0/vae/p4: done, " in console
 
 
+def test_a_diverging_run_fails_its_training_job_once_writing_no_model(tmp_path):
+    lr = tmp_path / "lr.yaml"
+    lr.write_text("train:\n  lr: 1.0e+5\n")
+    target = "results/simulation/tiny/seed0/vae/p4/model.pt"
+    res = snakemake(target, "--cores", "1", "--directory", str(tmp_path), "--configfile", str(TINY), str(lr),
+                    check=False)
+    console = res.stdout + res.stderr
+    message = ("training of run results/simulation/tiny/seed0/vae/p4 diverged: the training loss became "
+               "non-finite in epoch 1 (learning rate 100000); try a lower learning rate (config key train.lr)")
+    assert res.returncode != 0 and "Error in rule train:" in console
+    assert console.count(message) == 1 and "Trying to restart" not in console  # not retried
+    log = (tmp_path / "results" / "logs" / "train" / "simulation" / "tiny" / "seed0" / "vae" / "p4.log").read_text()
+    assert message in log.splitlines()[-1] and "Traceback" in log  # the log ends with the error
+    assert not list((tmp_path / "results").rglob("*.pt"))  # no model, no checkpoint
+
+
 def test_summary_has_one_row_per_run_with_metrics(tiny_run):
     summary = pd.read_csv(tiny_run / "simulation" / "summary.tsv", sep="\t")
     expected = ["simulation", "method", "seed", "mcc_pearson", "mcc_spearman", "r2", "graph_precision",

@@ -17,7 +17,6 @@ rule transfer:
         f"{LOG_DIR}/transfer/{RUN}.log",
     benchmark:
         f"{LOG_DIR}/transfer/{RUN}.benchmark.tsv"
-    retries: 1
     conda:
         "../../envs/model.yaml"
     threads: config["resources"]["transfer"]["threads"]

@@ -13,7 +13,6 @@ if not config["stack_seeds"]:
             f"{LOG_DIR}/train/{RUN}.log",
         benchmark:
             f"{LOG_DIR}/train/{RUN}.benchmark.tsv"
-        retries: 1
         conda:
             "../../envs/model.yaml"
         threads: config["resources"]["train"]["threads"]
@@ -75,7 +74,6 @@ else:
                     f"{LOG_DIR}/train/{_name}.log",
                 benchmark:
                     f"{LOG_DIR}/train/{_name}.benchmark.tsv"
-                retries: 1
                 conda:
                     "../../envs/model.yaml"
                 threads: config["resources"]["train"]["threads"]
