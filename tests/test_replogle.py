@@ -295,6 +295,34 @@ def test_missing_var_gene_name_raises(files, tmp_path):
         preprocess(path, files["xlsx"], tmp_path / "o.h5ad")
 
 
+def test_check_inputs_passes_good_inputs(files):
+    folds = [{"name": "exo", "cluster": "exosome"}, {"name": "effect", "effect": True}]
+    report = replogle.check_inputs(files["h5ad"], files["xlsx"], folds)
+    assert report["n_cells"] == N_CELLS and report["folds"] == ["exo", "effect"]
+
+
+def test_check_inputs_refuses_a_truncated_h5ad(files, tmp_path):
+    path = tmp_path / "truncated.h5ad"
+    path.write_bytes(files["h5ad"].read_bytes()[: files["h5ad"].stat().st_size // 2])
+    with pytest.raises(InputError, match=r"truncated\.h5ad: field '\(file\)' — expected a readable \.h5ad file"):
+        replogle.check_inputs(path, files["xlsx"], [])
+
+
+def test_check_inputs_reads_the_last_row(files, tmp_path):
+    """A bad count in the last row (which a truncated or corrupt end of X would give) is found."""
+    path = tmp_path / "badend.h5ad"
+    shutil.copy(files["h5ad"], path)
+    with h5py.File(path, "r+") as f:
+        f["X"][-1, 0] = np.nan
+    with pytest.raises(InputError, match=f"row {N_CELLS - 1} "):
+        replogle.check_inputs(path, files["xlsx"], [])
+
+
+def test_check_inputs_refuses_a_fold_without_its_cluster(files):
+    with pytest.raises(InputError, match=r"closest: \['Exosome complex'"):
+        replogle.check_inputs(files["h5ad"], files["xlsx"], [{"name": "exo", "cluster": "Exosome complx"}])
+
+
 # ------------------------------------------------------------------ folds
 
 

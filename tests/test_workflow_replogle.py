@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import shutil
 import threading
 
 import anndata
@@ -129,7 +130,7 @@ def test_a_local_copy_is_used_without_download(server, tmp_path):
     root, _ = server
     config = yaml.safe_load(TINY.read_text())
     config["replogle"] = {"enabled": True, "h5ad": str(root / "raw.h5ad"), "table_s3": str(root / "table.xlsx"),
-                          "data_dir": str(tmp_path / "downloads")}
+                          "data_dir": str(tmp_path / "downloads"), "folds": [{"name": "exosome", "cluster": "exosome"}]}
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
     out = snakemake("replogle", "-n", "--quiet", "rules", "--directory", str(tmp_path),
@@ -139,3 +140,38 @@ def test_a_local_copy_is_used_without_download(server, tmp_path):
     cfg.write_text(yaml.safe_dump(config))
     res = snakemake("replogle", "-n", "--directory", str(tmp_path), "--configfile", str(cfg), check=False)
     assert res.returncode != 0 and "replogle.h5ad" in res.stdout + res.stderr
+
+
+def test_a_corrupt_input_leaves_the_processed_data_of_a_finished_run(replogle_run, tmp_path):
+    """A finished run rerun with a truncated h5ad: the input check fails, once, before
+    Snakemake would clear processed.h5ad for preprocessing, which is left as it was."""
+    work = tmp_path / "run"
+    shutil.copytree(replogle_run, work, symlinks=True)
+    cfg = work / "config.yaml"
+    cfg.write_text(cfg.read_text().replace(str(replogle_run), str(work)))
+    processed = work / "results" / "replogle" / "processed.h5ad"
+    before = md5(processed), processed.stat().st_mtime_ns
+    raw = work / "downloads" / "gwps.h5ad"
+    raw.write_bytes(raw.read_bytes()[: raw.stat().st_size // 2])
+    res = snakemake("replogle", "--cores", "2", "--directory", str(work), "--configfile", str(cfg), check=False)
+    console = res.stdout + res.stderr
+    assert res.returncode != 0 and "Error in rule check_replogle_inputs:" in console
+    assert "Trying to restart" not in console and "rule preprocess_replogle:" not in console
+    assert console.count("expected a readable .h5ad file") == 1
+    log = (work / "results" / "logs" / "replogle" / "check_inputs.log").read_text()
+    assert "gwps.h5ad: field '(file)' — expected a readable .h5ad file" in log.splitlines()[-1]
+    assert (md5(processed), processed.stat().st_mtime_ns) == before
+
+
+def test_a_misnamed_fold_stops_the_workflow_before_any_job(server, tmp_path):
+    root, _ = server
+    config = yaml.safe_load(TINY.read_text())
+    config["replogle"] = {"enabled": True, "h5ad": str(root / "raw.h5ad"), "table_s3": str(root / "table.xlsx"),
+                          "folds": [{"name": "exosome", "cluster": "exosome"}, {"name": "bad", "cluster": "Mediatr"}]}
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    res = snakemake("replogle", "--cores", "1", "--directory", str(tmp_path), "--configfile", str(cfg), check=False)
+    console = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "config key replogle.folds.1.cluster" in console and "closest: ['Mediator complex'" in console
+    assert "Building DAG" not in console and not (tmp_path / "results").exists()

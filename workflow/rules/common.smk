@@ -178,6 +178,28 @@ def check_replogle():
                 f"config key replogle.{key}: {path} is not a file (set it to null to "
                 f"download it to {REPLOGLE['data_dir']})"
             )
+    if Path(REPLOGLE_TABLE).is_file():
+        check_fold_clusters()
+
+
+def check_fold_clusters():
+    """Every fold's cluster in Table S3, when the workbook is local (else the job
+    check_replogle_inputs checks them, before preprocessing)."""
+    from sparseshift.io import InputError
+    from sparseshift.replogle import find_cluster, read_table_s3
+
+    try:
+        clusters, _ = read_table_s3(REPLOGLE_TABLE)
+    except InputError as err:
+        raise WorkflowError(f"config key replogle.table_s3: {err}") from None
+    for i, fold in enumerate(REPLOGLE["folds"]):
+        try:
+            if "cluster" in fold:
+                find_cluster(clusters, fold)
+        except InputError as err:
+            raise WorkflowError(
+                f"config key replogle.folds.{i}.cluster: {err}"
+            ) from None
 
 
 check_replogle()

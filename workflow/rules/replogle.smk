@@ -15,17 +15,36 @@ rule download:
         "../scripts/download.py"
 
 
+# Cheap checks of the inputs (no retry: a bad input stays bad), in a job of their own so that
+# a bad input fails before Snakemake clears processed.h5ad of an earlier run.
+rule check_replogle_inputs:
+    input:
+        h5ad=REPLOGLE_H5AD,
+        table=REPLOGLE_TABLE,
+    output:
+        f"{REPLOGLE_DIR}/inputs_checked.json",
+    log:
+        f"{LOG_DIR}/replogle/check_inputs.log",
+    conda:
+        "../../envs/data.yaml"
+    params:
+        folds=REPLOGLE["folds"],
+    script:
+        "../scripts/check_replogle_inputs.py"
+
+
 rule preprocess_replogle:
     input:
         h5ad=REPLOGLE_H5AD,
         table=REPLOGLE_TABLE,
+        # ancient: a run preprocessed before this check existed is not redone for it
+        checked=ancient(f"{REPLOGLE_DIR}/inputs_checked.json"),
     output:
         f"{REPLOGLE_DIR}/processed.h5ad",
     log:
         f"{LOG_DIR}/replogle/preprocess.log",
     benchmark:
         f"{LOG_DIR}/replogle/preprocess.benchmark.tsv"
-    retries: 1
     conda:
         "../../envs/data.yaml"
     threads: config["resources"]["preprocess"]["threads"]

@@ -27,6 +27,7 @@ Output of :func:`preprocess` (an ``.h5ad``, written atomically):
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import re
@@ -370,6 +371,44 @@ def _check_counts(path, sub: np.ndarray, rows: np.ndarray, cols: np.ndarray, bar
         )
 
 
+@contextlib.contextmanager
+def _open_input(path):
+    """An input h5ad open for reading: (obs, var, X, its format, its block reader), checked
+    for the fields and the shape preprocessing needs."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise InputError(path, "(file)", "a readable .h5ad file", str(err)) from err
+    with f:
+        obs, var = _open_frames(path, f)
+        x = f["X"]
+        if _x_shape(path, x) != (obs.n, len(var)):
+            raise InputError(path, "X", f"shape ({obs.n}, {len(var)}) matching obs and var", str(_x_shape(path, x)))
+        yield obs, var, x, *_x_reader(path, x)
+
+
+def check_inputs(h5ad_path, table_s3_path, folds: list[dict]) -> dict:
+    """The cheap checks of :func:`preprocess`'s inputs, made before it runs (rule
+    ``check_replogle_inputs``) so that a bad input stops the workflow before Snakemake clears
+    the outputs of an earlier run: Table S3's clusters and programs and every fold's cluster;
+    the h5ad's obs and var fields, the shape of X, and its first and last rows readable
+    counts (a truncated file fails there). Returns what was checked."""
+    clusters, _ = read_table_s3(table_s3_path)
+    for fold in folds:
+        if not fold.get("effect"):
+            find_cluster(clusters, fold)
+    with _open_input(h5ad_path) as (obs, var, _, fmt, read):
+        for row in np.unique([0, obs.n - 1]) if obs.n else []:
+            block = read(int(row), int(row) + 1, 1)
+            block = block.toarray() if fmt == "csr" else np.asarray(block)
+            cols = np.arange(len(var))
+            _check_counts(h5ad_path, block, np.array([row]), cols, obs.index(np.array([row])), var.index.to_numpy())
+    report = {"h5ad": str(h5ad_path), "table_s3": str(table_s3_path), "n_cells": obs.n, "n_genes": len(var),
+              "x_format": fmt, "n_clusters": len(clusters), "folds": [fold["name"] for fold in folds]}
+    log.info("inputs checked: %s", report)
+    return report
+
+
 def select_cells(
     genes, clusters: pd.DataFrame, *, keep_controls: bool = True,
     max_controls: int | None = None, seed: int = 0,
@@ -412,18 +451,8 @@ def preprocess(
         raise ValueError("max_controls must be None or >= 0")
     clusters, program_genes = read_table_s3(table_s3_path)
     cluster_of = cluster_of_perturbation(clusters)
-    try:
-        f = h5py.File(h5ad_path, "r")
-    except OSError as err:
-        raise InputError(h5ad_path, "(file)", "a readable .h5ad file", str(err)) from err
-    with f:
-        obs, var = _open_frames(h5ad_path, f)
+    with _open_input(h5ad_path) as (obs, var, x, fmt, read):
         n_obs, n_vars = obs.n, len(var)
-        x = f["X"]
-        if _x_shape(h5ad_path, x) != (n_obs, n_vars):
-            raise InputError(h5ad_path, "X", f"shape ({n_obs}, {n_vars}) matching obs and var",
-                             str(_x_shape(h5ad_path, x)))
-        fmt, read = _x_reader(h5ad_path, x)
 
         # ---- cells and genes to keep; of obs, only the selected cells are held
         gene = obs.column("gene")
@@ -587,7 +616,7 @@ def effect_scores(
     return s.iloc[np.lexsort((s.index.to_numpy(), -s.to_numpy()))]
 
 
-def _find_cluster(clusters: pd.DataFrame, fold: dict) -> list[str]:
+def find_cluster(clusters: pd.DataFrame, fold: dict) -> list[str]:
     """Members of the cluster a fold names: ``description`` must equal a best_description
     (case-insensitive, whitespace-normalised); ``cluster`` may also be a word or phrase
     found in exactly one description."""
@@ -645,7 +674,7 @@ def fold_perturbations(
         raise InputError("<config>", f"folds/{name}",
                          "a 'description' or 'cluster' (Table S3 best_description) or 'effect: true'",
                          str(fold))
-    members = _find_cluster(clusters, fold)
+    members = find_cluster(clusters, fold)
     present = set(pert) - {CONTROL}
     held = [p for p in members if p in present]
     absent = [p for p in members if p not in present]
