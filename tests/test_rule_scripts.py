@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import logging
 import os
 import subprocess
 import sys
@@ -58,6 +59,19 @@ def test_setup_rule_refuses_a_package_of_another_workflow(tmp_path):
                           config={})
     with pytest.raises(ImportError, match=r"must run its own sparseshift package .*workflow/scripts/sparseshift"):
         io.setup_rule(job)
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_setup_rule_gives_the_console_every_line_only_with_config_verbose(tmp_path, verbose):
+    job = SimpleNamespace(scriptdir=str(REPO / "workflow" / "rules" / ".." / "scripts"), log=[str(tmp_path / "job.log")],
+                          config={"verbose": verbose})
+    try:
+        io.setup_rule(job)
+        console = next(h for h in logging.getLogger().handlers if not isinstance(h, logging.FileHandler))
+        assert bool(console.filters) != verbose
+    finally:
+        sys.excepthook = sys.__excepthook__
+        logging.basicConfig(handlers=[logging.NullHandler()], force=True)
 
 
 def run_logged(tmp_path, verbose: bool, body: str):

@@ -109,6 +109,7 @@ def test_dry_run_plans_every_run(tmp_path, args, targets, n_sim, n_datasets, n_r
         ("resources={'transfer': {'thread': 2}}", "resources.transfer"),
         ("replogle={'dataset': 'k562'}", "replogle.dataset"),
         ("replogle={'folds': [{'name': 'a b'}]}", "replogle.folds.0.name"),
+        ("verbose=yes", "verbose"),
     ],
 )
 def test_config_errors_name_the_key_before_any_job(tmp_path, override, key):

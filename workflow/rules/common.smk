@@ -28,7 +28,7 @@ def validate_config():
 
 def coerce_cli_numbers():
     """`--config seeds=[0]` passes list items as strings: read numeric ones as numbers
-    (and `--config stack_seeds=true` as a boolean)."""
+    (and `--config stack_seeds=true` or `verbose=true` as a boolean)."""
 
     def number(value):
         if isinstance(value, str):
@@ -41,8 +41,9 @@ def coerce_cli_numbers():
                     return value
         return value
 
-    if config.get("stack_seeds") in ("true", "false", "True", "False"):
-        config["stack_seeds"] = config["stack_seeds"].lower() == "true"
+    for key in ("stack_seeds", "verbose"):
+        if config.get(key) in ("true", "false", "True", "False"):
+            config[key] = config[key].lower() == "true"
     if isinstance(config.get("seeds"), list):
         config["seeds"] = [number(v) for v in config["seeds"]]
     for key, values in (config.get("hyperparameters") or {}).items():
