@@ -29,6 +29,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .io import CONSOLE
+
 log = logging.getLogger(__name__)
 
 
@@ -147,7 +149,7 @@ def download(url: str, dest, size: int | None = None, md5: str | None = None, *,
             part.unlink()
             raise DownloadError(dest, f"md5 mismatch — expected {md5}, found {digest}", url, size, md5)
     os.replace(part, dest)
-    log.info("downloaded %s -> %s (%d bytes%s)", url, dest, found, ", md5 verified" if md5 else "")
+    log.info("downloaded %s -> %s (%d bytes%s)", url, dest, found, ", md5 verified" if md5 else "", extra=CONSOLE)
     return dest
 
 
@@ -199,7 +201,8 @@ def _attempt(url, part: Path, size, md5, hasher: _Hasher, chunk_bytes, timeout, 
         hasher.sync(part, offset > 0, chunk_bytes)
         step = int(progress_every * total) if total and progress_every > 0 else 0
         mark, got, t0 = offset + step, 0, time.monotonic()
-        log.info("downloading %s -> %s%s", url, part, f" (resuming at byte {offset})" if offset else "")
+        log.info("downloading %s -> %s%s", url, part, f" (resuming at byte {offset})" if offset else "",
+                 extra=CONSOLE)
         with open(part, "ab" if offset else "wb") as f:
             while chunk := resp.read(chunk_bytes):
                 f.write(chunk)
@@ -209,6 +212,6 @@ def _attempt(url, part: Path, size, md5, hasher: _Hasher, chunk_bytes, timeout, 
                     mark = (offset + got) // step * step + step
                     rate = got / 2**20 / max(time.monotonic() - t0, 1e-9)
                     log.info("%.1f / %.1f MB (%.0f%%) at %.1f MB/s", (offset + got) / 2**20, total / 2**20,
-                             100 * (offset + got) / total, rate)
+                             100 * (offset + got) / total, rate, extra=CONSOLE)
         if length is not None and got < length:
             raise _Retry(f"connection closed after {offset + got} of {offset + length} bytes")

@@ -40,7 +40,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .io import InputError, write_h5ad
+from .io import CONSOLE, InputError, write_h5ad
 
 log = logging.getLogger(__name__)
 
@@ -494,7 +494,7 @@ def preprocess(
         # ---- X, streamed in contiguous row blocks
         step = max(1, min(int(chunk_rows), BLOCK_ELEMENTS // max(1, n_vars)))
         log.info("%s: %d x %d → %d cells (%d controls) x %d genes, %s X in blocks of %d rows",
-                 h5ad_path, n_obs, n_vars, len(rows), int(is_control.sum()), len(cols), fmt, step)
+                 h5ad_path, n_obs, n_vars, len(rows), int(is_control.sum()), len(cols), fmt, step, extra=CONSOLE)
         out = np.empty((len(rows), len(cols)), dtype=np.float32)
         var_names = var.index.to_numpy()
         if fmt == "dense":
@@ -521,7 +521,8 @@ def preprocess(
             out[lo:hi] = sub
             if time.perf_counter() - last_log > 30:
                 last_log = time.perf_counter()
-                log.info("read %d / %d rows (%.0f MB/s)", stop, n_obs, bytes_read / 1e6 / (last_log - x_tic))
+                log.info("read %d / %d rows (%.0f MB/s)", stop, n_obs, bytes_read / 1e6 / (last_log - x_tic),
+                         extra=CONSOLE)
         x_seconds = time.perf_counter() - x_tic
 
     var_index_name = var.index.name if var.index.name not in (None, "gene_name") else None
@@ -562,7 +563,8 @@ def preprocess(
     adata.uns["preprocess"] = report
     write_h5ad(adata, out_path)
     report["seconds"] = float(time.perf_counter() - tic)
-    log.info("wrote %s: %d cells x %d genes in %.1f s", out_path, len(rows), len(cols), report["seconds"])
+    log.info("wrote %s: %d cells x %d genes in %.1f s", out_path, len(rows), len(cols), report["seconds"],
+             extra=CONSOLE)
     return report
 
 
