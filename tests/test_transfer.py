@@ -230,6 +230,20 @@ def test_a_diverging_retraining_stops_the_transfer_naming_its_step(adata, traine
         transfer_run(trained("svae_plus"), run_data(adata), replace(TRAIN, lr=1e5), cfg)
 
 
+def test_a_diverging_fine_tuning_names_its_learning_rate(adata, trained, monkeypatch):
+    from sparseshift import train
+
+    check = train.check_epoch
+
+    def diverge_in_step_3(means, elbo_val, has_val, weights_finite, epoch, lr, member=None):
+        check([float("nan")] if lr == 0.005 else means, elbo_val, has_val, weights_finite, epoch, lr, member)
+
+    monkeypatch.setattr(train, "check_epoch", diverge_in_step_3)
+    cfg = TransferConfig(retrain_epochs=2, retrain_patience=None, finetune_epochs=2, particles=10)
+    with pytest.raises(TrainingDiverged, match=r"step 3 of the transfer \(fine-tuning\) .*config key transfer\.finetune_lr"):
+        transfer_run(trained("svae_plus"), run_data(adata), TRAIN, cfg)
+
+
 def test_the_retraining_time_is_that_of_its_epochs(adata, trained):
     """retrain_seconds sums the step's history, so that a step resumed from its checkpoint
     counts every attempt's epochs."""

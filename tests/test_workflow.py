@@ -160,7 +160,8 @@ def test_a_diverging_run_fails_its_training_job_once_writing_no_model(tmp_path):
                     check=False)
     console = res.stdout + res.stderr
     message = ("training of run results/simulation/tiny/seed0/vae/p4 diverged: the training loss became "
-               "non-finite in epoch 1 (learning rate 100000); try a lower learning rate (config key train.lr)")
+               "non-finite in epoch 1 (learning rate 100000); try a lower learning rate (config key train.lr, "
+               "replogle.train.lr on the Replogle arm)")
     assert res.returncode != 0 and "Error in rule train:" in console
     assert console.count(message) == 1 and "Trying to restart" not in console  # not retried
     log = (tmp_path / "results" / "logs" / "train" / "simulation" / "tiny" / "seed0" / "vae" / "p4.log").read_text()

@@ -251,7 +251,7 @@ def run_folder(output) -> str:
 
 
 @contextlib.contextmanager
-def diverging(runs: list[str], checkpoint, lr_key: str = "train.lr"):
+def diverging(runs: list[str], checkpoint):
     """A job's training that diverges (:class:`TrainingDiverged`) names its run (``runs[member]``
     of a stack) and removes its checkpoint, so that a rerun with another learning rate starts
     afresh instead of resuming the diverging trajectory."""
@@ -259,7 +259,7 @@ def diverging(runs: list[str], checkpoint, lr_key: str = "train.lr"):
         yield
     except TrainingDiverged as err:
         Path(checkpoint).unlink(missing_ok=True)
-        raise err.update(run=runs[err.member or 0], lr_key=lr_key)
+        raise err.update(run=runs[err.member or 0])
 
 
 def train_from_files(

@@ -80,8 +80,9 @@ class TrainingDiverged(RuntimeError):
         when = f" in epoch {self.epoch}" if self.epoch is not None else ""
         return (
             f"{self.step} of {run} diverged: the {self.what} became non-finite{when} (learning rate "
-            f"{self.lr:g}); try a lower learning rate (config key {self.lr_key}) or check the data for "
-            "corrupt or extreme counts. No model of this run was written."
+            f"{self.lr:g}); try a lower learning rate (config key {self.lr_key}, replogle.{self.lr_key} "
+            "on the Replogle arm) or check the data for corrupt or extreme counts. No model of this run "
+            "was written."
         )
 
 
