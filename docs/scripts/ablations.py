@@ -86,7 +86,7 @@ def run(name: str, seeds: list[int], cores: int) -> None:
     targets = [f"{folder}/simulation/paper/seed{s}/{m}/{tags[m]}/metrics.json" for s in seeds for m in METHODS]
     # The default config first (the Snakefile's configfile is read relative to the working
     # directory), then the paper's, then the ablation's: `simulations` is replaced as a whole.
-    cmd = ["snakemake", "--cores", str(cores), "--directory", str(REPO),
+    cmd = ["snakemake", "--cores", str(cores), "--rerun-incomplete", "--directory", str(REPO),
            "--configfile", str(REPO / "config" / "paper.yaml"), str(path), "--", *targets]
     print(" ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=REPO)
