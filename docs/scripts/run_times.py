@@ -55,10 +55,13 @@ def main(argv=None) -> None:
     print(f"training jobs in {root}: {len(train)}")
     if not train.empty:
         print(train.round(1).to_string(index=False))
+        print(f"total: {train['wall_s'].sum():.0f} s wall, {train['cpu_s'].sum():.0f} s CPU for {train['models'].sum()} models")
     transfer = transfer_jobs(root)
     print(f"\ntransfer jobs in {root}: {int(transfer['jobs'].sum()) if not transfer.empty else 0}")
     if not transfer.empty:
         print(transfer.round(1).to_string(index=False))
+        total = (transfer["jobs"] * transfer["wall_s_median"]).sum()
+        print(f"jobs x median wall: {total:.0f} s")
 
 
 if __name__ == "__main__":

@@ -73,6 +73,8 @@ DEVIATIONS = [
 
 
 def md_table(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "(nothing to show yet: no finished run for this table)"
     head = "| " + " | ".join(map(str, df.columns)) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
     rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
@@ -183,23 +185,27 @@ def deviations(ablations: pd.DataFrame | None, selected: pd.DataFrame | None, su
         alpha = FIXED["alpha"][0]
         tag = {"svae_plus": f"p15_alpha{alpha:g}", "ivae": "p15", "vae": "p15"}
         keep = ablations[[tag.get(m) == r for m, r in zip(ablations["method"], ablations["run"])]]
-        means = keep.groupby(["ablation", "method"])[["mcc_pearson", "graph_f1_signed", "graph_f1_all", "inll"]].mean()
-        seeds = keep.groupby("ablation")["seed"].nunique()
+        metrics = ["mcc_pearson", "graph_f1_signed", "graph_f1_all", "inll"]
         for name in ABLATIONS:
-            if name == "baseline" or (name, "svae_plus") not in means.index or ("baseline", "svae_plus") not in means.index:
-                continue
-            parts = []
+            parts, n_seeds = [], 0
             for method in ("svae_plus", "ivae", "vae"):
-                if (name, method) not in means.index or ("baseline", method) not in means.index:
+                runs = keep[keep["method"] == method]
+                changed, base = runs[runs["ablation"] == name], runs[runs["ablation"] == "baseline"]
+                seeds = sorted(set(changed["seed"]) & set(base["seed"]))  # compared on the same seeds
+                if name == "baseline" or not seeds:
                     continue
-                new, base = means.loc[(name, method)], means.loc[("baseline", method)]
-                text = f"{DISPLAY[method]}: MCC {base['mcc_pearson']:.3f} → {new['mcc_pearson']:.3f}"
+                new = changed[changed["seed"].isin(seeds)][metrics].mean()
+                old = base[base["seed"].isin(seeds)][metrics].mean()
+                n_seeds = len(seeds)
+                text = f"{DISPLAY[method]}: MCC {old['mcc_pearson']:.3f} → {new['mcc_pearson']:.3f}"
                 if method == "svae_plus":
-                    text += (f", F1 signed {base['graph_f1_signed']:.3f} → {new['graph_f1_signed']:.3f}"
-                             f", F1 \\|r\\| all {base['graph_f1_all']:.3f} → {new['graph_f1_all']:.3f}")
-                text += f", I-NLL {base['inll']:.2f} → {new['inll']:.2f}"
+                    text += (f", F1 signed {old['graph_f1_signed']:.3f} → {new['graph_f1_signed']:.3f}"
+                             f", F1 \\|r\\| all {old['graph_f1_all']:.3f} → {new['graph_f1_all']:.3f}")
+                text += f", I-NLL {old['inll']:.2f} → {new['inll']:.2f}"
                 parts.append(text)
-            effects[name] = "; ".join(parts) + f" ({seeds[name]} seeds, α = {alpha:g})"
+            if not parts:
+                continue
+            effects[name] = "; ".join(parts) + f" ({n_seeds} seeds, α = {alpha:g})"
             base_counts, counts = mean_counts(ABLATION_DIR / "baseline"), mean_counts(ABLATION_DIR / name)
             if base_counts and counts and abs(counts / base_counts - 1) > 0.01:
                 effects[name] += (f"; mean counts per cell {base_counts:,.0f} → {counts:,.0f}: the I-NLL of "
