@@ -239,3 +239,24 @@ def test_epoch_lines_show_a_mask_density_only_for_models_with_a_mask():
     row = {"epoch": 3, "loss": 1.0, "elbo_train": -1.0, "elbo_val": -2.0, "kl_weight": 0.5}
     assert "mask_density" not in epoch_line({**row, "mask_density": float("nan")}, 10)
     assert epoch_line({**row, "mask_density": 0.25}, 10).endswith("mask_density 0.250")
+
+
+def test_batch_norm_model_scores_particles_cell_by_cell():
+    """With the released code's BatchNorm layers, the IWELBO's particles x cells x latents
+    input is normalised row by row (evaluation mode: running statistics), as one cell at a
+    time would be, instead of failing on a 3-D input."""
+    model = make_model("svae_plus", batch_norm=True, dropout=0.1)
+    bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert bn, "batch_norm=True builds BatchNorm layers"
+    for m in bn:  # running statistics away from the identity
+        m.running_mean.uniform_(-1, 1)
+        m.running_var.uniform_(0.5, 2)
+    model.eval()
+    z = torch.randn(4, 6, 3)
+    batched = model.decoder(z)
+    one_by_one = torch.stack([model.decoder(z[i]) for i in range(4)])
+    torch.testing.assert_close(batched, one_by_one)
+    x = torch.poisson(torch.full((6, 20), 3.0))
+    labels = torch.tensor([0, 1, 2, 3, 4, 0])
+    scores = model.iwelbo(x, labels, 8, torch.Generator().manual_seed(0))
+    assert scores.shape == (6,) and torch.isfinite(scores).all()

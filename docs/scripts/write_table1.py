@@ -28,7 +28,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "docs" / "scripts"))
-from ablations import ABLATIONS, FIXED  # noqa: E402
+from ablations import ABLATIONS, FIXED, OUT as ABLATION_DIR  # noqa: E402
 
 DISPLAY = {"vae": "VAE", "beta_vae": "β-VAE", "ivae": "iVAE", "svae": "sVAE", "svae_plus": "sVAE+"}
 ORDER = list(DISPLAY)
@@ -44,12 +44,14 @@ COLUMNS = {
     "F1 signed": ("graph_f1_signed", 3),
     "ELBO (val)": ("elbo_val", 2),
     "I-NLL": ("inll", 2),
+    "mask density": ("mask_density", 3),
+    "UDR": ("udr", 3),
 }
 VERSION_COLUMNS = ["train_code_version", "transfer_code_version", "code_version"]
 # Deviations from the paper (text) and from the released code (Genentech/sVAE): what the
 # pipeline does, what they do, and the ablation that measures it (None: not measured).
 DEVIATIONS = [
-    ("cells per perturbation", "250", "500 (text; N = 100,000 also stated)", "250", "cells500"),
+    ("cells per perturbation", "500 (the paper's text)", "500 (text; N = 100,000 also stated)", "250", "cells500"),
     ("emission of the simulation", "released code's: standardised logits, softmax over cells, 10⁶ counts per gene",
      "softmax over genes, 10⁵ counts per cell", "as ours", "text_emission"),
     ("targets per perturbation", "1–3 drawn without replacement", "without replacement", "with replacement",
@@ -63,7 +65,7 @@ DEVIATIONS = [
     ("dispersion init", "θ = 1 per gene", "not stated", "θ = exp(N(0, 1)) per gene", None),
     ("hyper-parameter choice", "UDR over α, β, λ grids, 3 models per setting", "grid, unsupervised (UDR is our reading)",
      "fixed by the user", "selection"),
-    ("sVAE λ grid", "{1, 10, 100, 1000}", "not stated", "fixed (demo: 1)", "selection"),
+    ("sVAE λ grid", "{1, 10, 100}", "not stated", "fixed (demo: 1)", "selection"),
     ("IWELBO particles", "5,000", "5,000", "1,000", None),
     ("graph metrics", "three conventions: |r| train, |r| all, signed all", "not stated (comparable to signed all)",
      "signed matching, all 100 perturbations", "conventions"),
@@ -71,6 +73,8 @@ DEVIATIONS = [
 
 
 def md_table(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "(nothing to show yet: no finished run for this table)"
     head = "| " + " | ".join(map(str, df.columns)) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
     rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
@@ -91,19 +95,23 @@ def git(*args) -> str:
 
 
 def provenance(summary: pd.DataFrame) -> tuple[str, str]:
-    """The commit every run was produced by, and whether HEAD's workflow/ and config/ equal it."""
+    """The commit(s) the runs were produced by, and whether HEAD's workflow/ and config/ equal
+    theirs. Several commits are one version of the pipeline when their workflow/ and config/
+    are identical (a run resumed after a commit that touched only docs/, say)."""
     versions = sorted({v for col in VERSION_COLUMNS if col in summary for v in summary[col].dropna().astype(str)})
-    if len(versions) != 1 or versions[0].endswith("+modified") or versions[0] == "unknown":
-        return ", ".join(versions) or "unknown", "not a single clean commit: these numbers cannot be tied to one version"
-    commit = versions[0]
+    if not versions or any(v.endswith("+modified") or v == "unknown" for v in versions):
+        return ", ".join(versions) or "unknown", "not a clean commit: these numbers cannot be tied to one version"
     try:
-        same = subprocess.run(["git", "-C", str(REPO), "diff", "--quiet", commit, "HEAD", "--", "workflow", "config"])
         head = git("rev-parse", "HEAD")
+        differ = [v for v in versions
+                  if subprocess.run(["git", "-C", str(REPO), "diff", "--quiet", v, "HEAD", "--", "workflow", "config"]).returncode]
     except (OSError, subprocess.CalledProcessError):
-        return commit, "HEAD could not be compared"
-    if same.returncode == 0:
-        return commit, f"`workflow/` and `config/` at HEAD ({head[:12]}) are identical to it"
-    return commit, f"**`workflow/` or `config/` at HEAD ({head[:12]}) differ from it: re-run the pipeline**"
+        return ", ".join(versions), "HEAD could not be compared"
+    named = ", ".join(f"`{v}`" for v in versions)
+    if not differ:
+        return named, f"`workflow/` and `config/` at HEAD ({head[:12]}) are identical to {'it' if len(versions) == 1 else 'each'}"
+    return named, (f"**`workflow/` or `config/` at HEAD ({head[:12]}) differ from "
+                   f"{', '.join(v[:12] for v in differ)}: re-run the pipeline**")
 
 
 def method_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -177,22 +185,31 @@ def deviations(ablations: pd.DataFrame | None, selected: pd.DataFrame | None, su
         alpha = FIXED["alpha"][0]
         tag = {"svae_plus": f"p15_alpha{alpha:g}", "ivae": "p15", "vae": "p15"}
         keep = ablations[[tag.get(m) == r for m, r in zip(ablations["method"], ablations["run"])]]
-        means = keep.groupby(["ablation", "method"])[["mcc_pearson", "graph_f1_signed", "inll"]].mean()
-        seeds = keep.groupby("ablation")["seed"].nunique()
+        metrics = ["mcc_pearson", "graph_f1_signed", "graph_f1_all", "inll"]
         for name in ABLATIONS:
-            if name == "baseline" or (name, "svae_plus") not in means.index or ("baseline", "svae_plus") not in means.index:
-                continue
-            parts = []
+            parts, n_seeds = [], 0
             for method in ("svae_plus", "ivae", "vae"):
-                if (name, method) not in means.index or ("baseline", method) not in means.index:
+                runs = keep[keep["method"] == method]
+                changed, base = runs[runs["ablation"] == name], runs[runs["ablation"] == "baseline"]
+                seeds = sorted(set(changed["seed"]) & set(base["seed"]))  # compared on the same seeds
+                if name == "baseline" or not seeds:
                     continue
-                new, base = means.loc[(name, method)], means.loc[("baseline", method)]
-                text = f"{DISPLAY[method]}: MCC {base['mcc_pearson']:.3f} → {new['mcc_pearson']:.3f}"
+                new = changed[changed["seed"].isin(seeds)][metrics].mean()
+                old = base[base["seed"].isin(seeds)][metrics].mean()
+                n_seeds = len(seeds)
+                text = f"{DISPLAY[method]}: MCC {old['mcc_pearson']:.3f} → {new['mcc_pearson']:.3f}"
                 if method == "svae_plus":
-                    text += f", F1 signed {base['graph_f1_signed']:.3f} → {new['graph_f1_signed']:.3f}"
-                text += f", I-NLL {base['inll']:.2f} → {new['inll']:.2f}"
+                    text += (f", F1 signed {old['graph_f1_signed']:.3f} → {new['graph_f1_signed']:.3f}"
+                             f", F1 \\|r\\| all {old['graph_f1_all']:.3f} → {new['graph_f1_all']:.3f}")
+                text += f", I-NLL {old['inll']:.2f} → {new['inll']:.2f}"
                 parts.append(text)
-            effects[name] = "; ".join(parts) + f" ({seeds[name]} seeds, α = {alpha:g})"
+            if not parts:
+                continue
+            effects[name] = "; ".join(parts) + f" ({n_seeds} seeds, α = {alpha:g})"
+            base_counts, counts = mean_counts(ABLATION_DIR / "baseline"), mean_counts(ABLATION_DIR / name)
+            if base_counts and counts and abs(counts / base_counts - 1) > 0.01:
+                effects[name] += (f"; mean counts per cell {base_counts:,.0f} → {counts:,.0f}: the I-NLL of "
+                                  "datasets with other counts is not comparable")
     if selected is not None and summary is not None and "svae_plus" in set(summary["method"]):
         sp = summary[summary["method"] == "svae_plus"]
         fixed = sp.groupby("run")[["mcc_pearson", "graph_f1_signed", "inll"]].mean()
@@ -221,11 +238,52 @@ def deviations(ablations: pd.DataFrame | None, selected: pd.DataFrame | None, su
     return pd.DataFrame(rows)
 
 
-def read(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+def mean_counts(folder: Path) -> float | None:
+    """Mean total count per cell of an ablation's datasets (None without data)."""
+    import anndata
+
+    means = [float(np.asarray(anndata.read_h5ad(path).X.sum(axis=1)).mean())
+             for path in sorted(folder.glob("simulation/*/seed*/data.h5ad"))]
+    return float(np.mean(means)) if means else None
+
+
+def true_density(folder: Path, simulation: str) -> str:
+    """Share of perturbation-latent pairs that are true targets, per seed's dataset."""
+    import anndata
+
+    values = []
+    for path in sorted((folder / "simulation" / simulation).glob("seed*/data.h5ad")):
+        targets = np.asarray(anndata.read_h5ad(path, backed="r").uns["targets"])
+        values.append(f"{(targets != 0).mean():.3f}")
+    return ", ".join(values) or "–"
+
+
+def read(folder: Path, simulation: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str] | None:
+    """The arm's ``summary.tsv`` and ``selection.tsv``; while the workflow has not written them
+    yet (other settings still running), the same tables built from the finished runs'
+    ``metrics.json`` of ``simulation`` with the functions of the summarize rule. The third
+    item is a note for the document: empty for the workflow's own tables, else what is partial."""
     summary, selection = folder / "simulation" / "summary.tsv", folder / "simulation" / "selection.tsv"
-    if not summary.exists():
+    if summary.exists():
+        return pd.read_csv(summary, sep="\t"), pd.read_csv(selection, sep="\t"), ""
+    paths = sorted((folder / "simulation" / (simulation or "*")).glob("seed*/*/*/metrics.json"))
+    if simulation is None or not paths:
         return None
-    return pd.read_csv(summary, sep="\t"), pd.read_csv(selection, sep="\t")
+    sys.path.insert(0, str(REPO / "workflow" / "scripts"))
+    from sparseshift.summary import load_metrics, with_selection
+
+    print(f"{summary} not written yet: built from {len(paths)} metrics.json of simulation {simulation}")
+    table, chosen = with_selection(load_metrics(paths))
+    seeds = table["seed"].nunique()
+    short = table.groupby(["method", "run"])["seed"].nunique()
+    short = short[short < seeds]
+    note = (f"**Partial results.** The workflow has not finished this configuration (no `summary.tsv` yet): "
+            f"the tables below are built from the {len(paths)} runs whose `metrics.json` exist, with the "
+            "summarize rule's own functions, and the selection chooses among the candidates finished so far.")
+    if not short.empty:
+        note += " Settings with fewer seeds than the others: " + ", ".join(
+            f"{DISPLAY[m]} {r} ({n})" for (m, r), n in short.items()) + "."
+    return table, chosen, note
 
 
 def main(argv=None) -> None:
@@ -238,10 +296,10 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     paper_values = yaml.safe_load((REPO / "config" / "paper.yaml").read_text()).get("paper_table1", {})
 
-    got = read(args.paper)
+    got = read(args.paper, args.simulation)
     if got is None:
         sys.exit(f"{args.paper}/simulation/summary.tsv: no such file (run the paper configuration first)")
-    summary, selection = got
+    summary, selection, partial = got
     summary = method_rows(summary[summary["simulation"] == args.simulation])
     selected = summary[summary["selected"].astype(bool)]
     commit, same = provenance(summary)
@@ -253,10 +311,11 @@ def main(argv=None) -> None:
         f"Written by `python docs/scripts/write_table1.py` on {datetime.date.today()} from "
         f"`{args.paper.relative_to(REPO) if args.paper.is_relative_to(REPO) else args.paper}` "
         f"(simulation `{args.simulation}`: p = {', '.join(str(int(p)) for p in sorted(summary['n_latent'].unique()))}, "
-        f"{summary['seed'].nunique()} seeds). **Code: commit `{commit}`** (recorded by every run's training, "
+        f"{summary['seed'].nunique()} seeds). **Code: commit {commit}** (recorded by every run's training, "
         f"transfer and evaluation); {same}. Machine of this write: {platform.processor() or platform.machine()}, "
         f"{platform.system()}. Every number below is computed from the results by this script; none is typed in.",
         "",
+        *([partial, ""] if partial else []),
         "**Graph conventions.** *F1 \\|r\\| train*: learned latents matched to the true ones by |Pearson "
         "correlation| (the MCC matching), scored on the 80 training perturbations. *F1 \\|r\\| all*: the same "
         "matching, all 100 perturbations, the 20 held-out ones (never trained, no learned mask) counted as misses. "
@@ -265,6 +324,8 @@ def main(argv=None) -> None:
         "matched to another column. The paper's precision / recall / F1 are comparable to the signed columns "
         "only. I-NLL: −IWELBO per held-out cell (5,000 particles) after the three-step transfer protocol; the paper's "
         "values come from another emission (see `config/paper.yaml`) and are not on the same scale.",
+        "",
+        f"True target density of the datasets (seeds in order): {true_density(args.paper, args.simulation)}.",
         "",
         "## Selected models (UDR), mean ± sd over seeds",
         "",
@@ -288,7 +349,7 @@ def main(argv=None) -> None:
     ]
     default = read(args.default)
     if default is not None:
-        dsum, _ = default
+        dsum, _, _ = default
         dsum = method_rows(dsum)
         dcommit, dsame = provenance(dsum)
         dsel = dsum[dsum["selected"].astype(bool)]
@@ -296,7 +357,7 @@ def main(argv=None) -> None:
             "## The default configuration (config/config.yaml)",
             "",
             f"From `{args.default.relative_to(REPO) if args.default.is_relative_to(REPO) else args.default}`; "
-            f"code: commit `{dcommit}`, {dsame}.",
+            f"code: commit {dcommit}, {dsame}.",
             "",
             md_table(block(dsel, ["method"])),
             "",
@@ -307,7 +368,8 @@ def main(argv=None) -> None:
         "## Deviations from the paper and from the released code",
         "",
         "Measured effects: the ablations of `docs/scripts/ablations.py` (the Table 1 setting, one choice changed, "
-        f"sVAE+ at α = {FIXED['alpha'][0]}, iVAE and the VAE, same seeds; `baseline` is the pipeline's choice) "
+        f"sVAE+ at α = {FIXED['alpha'][0]}, one model per job, same seeds; `baseline` is the pipeline's choice at the "
+        "released code's 250 cells per perturbation, the base of every ablation) "
         "and, for the selection and the conventions, the paper run above.",
         "",
         md_table(deviations(ablations, selected, summary)),

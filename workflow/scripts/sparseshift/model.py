@@ -37,6 +37,15 @@ from .methods import DISPLAY_NAMES, METHODS  # noqa: F401 (re-exported)
 
 
 
+class RowBatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d over the last dimension of an input of any rank: the rows of all leading
+    dimensions are the batch (the decoder sees particles x cells x latents in the IWELBO,
+    which ``nn.BatchNorm1d`` would read as channels in dimension 1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+
 def mlp(
     n_in: int, n_hidden: int, n_layers: int, n_out: int, batch_norm: bool = False, dropout: float = 0.0
 ) -> nn.Sequential:
@@ -51,7 +60,7 @@ def mlp(
     for _ in range(n_layers):
         layers.append(nn.Linear(width, n_hidden))
         if batch_norm:
-            layers.append(nn.BatchNorm1d(n_hidden, momentum=0.01, eps=1e-3))
+            layers.append(RowBatchNorm(n_hidden, momentum=0.01, eps=1e-3))
         layers.append(nn.ReLU())
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
