@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import platform
 import subprocess
 import sys
@@ -238,6 +239,7 @@ def deviations(ablations: pd.DataFrame | None, selected: pd.DataFrame | None, su
     return pd.DataFrame(rows)
 
 
+@functools.cache
 def mean_counts(folder: Path) -> float | None:
     """Mean total count per cell of an ablation's datasets (None without data)."""
     import anndata
