@@ -43,29 +43,64 @@ def test_each_model_of_a_stack_gets_its_own_loss_and_gradient(method):
             torch.testing.assert_close(stack.params[f"model.{name}"].grad[i], param.grad, msg=name)
 
 
+@pytest.mark.parametrize("method, setting", [("beta_vae", "beta"), ("svae", "lam"), ("svae_plus", "alpha")])
+def test_a_stack_of_mixed_settings_gives_each_model_its_own_loss_and_gradient(method, setting):
+    """A grid in one stack: three models of one method with different swept weights (and
+    same initial weights); model i's loss and gradients in the stack are those of model i alone."""
+    ms = []
+    for value in [2.0, 10.0, 100.0]:
+        torch.manual_seed(0)
+        cfg = ModelConfig(method=method, n_genes=12, n_latent=3, n_perturbations=5, **{setting: value})
+        ms.append(SparseShiftVAE(cfg))
+    stack = ModelStack(ms)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.poisson(torch.full((3, 16, 12), 20.0), generator=gen)
+    labels = torch.randint(0, 5, (3, 16), generator=gen)
+    torch.manual_seed(7)
+    loss, parts = stack("loss", x, labels, randomness="same", kl_weight=0.5, n_obs=100)
+    loss.sum().backward()
+    losses = []
+    for i, model in enumerate(ms):
+        torch.manual_seed(7)
+        own, own_parts = model.loss(x[i], labels[i], kl_weight=0.5, n_obs=100)
+        own.backward()
+        torch.testing.assert_close(loss[i], own)
+        torch.testing.assert_close(parts["penalty"][i], own_parts["penalty"])
+        losses.append(float(own.detach()))
+        for name, param in model.named_parameters():
+            torch.testing.assert_close(stack.params[f"model.{name}"].grad[i], param.grad, msg=name)
+    # same weights, same draws: the losses differ by the setting alone, so a stack that gave
+    # every model model 0's value would fail the comparisons above
+    assert len(set(losses)) == 3
+    with pytest.raises(ValueError, match="another configuration"):
+        ModelStack([ms[0], SparseShiftVAE(ModelConfig(method=method, n_genes=12, n_latent=4, n_perturbations=5))])
+
+
 def tiny_data(seed: int):
     adata = simulate(SimulationConfig(n_latent=3, n_perturbations=8, n_heldout=2, cells_per_perturbation=30,
                                       n_genes=12, targets_max=2, seed=seed))
     return RunData(adata, 0.1, seed, torch.device("cpu"))
 
 
-def train_two(epochs: int = 6, checkpoint=None):
+def train_two(epochs: int = 6, checkpoint=None, n: int = 2, patience=None, alphas=(5.0,)):
+    """``n`` sVAE+ models on datasets 0 and 1 (alternately), one alpha each from ``alphas``."""
     data = [tiny_data(0), tiny_data(1)]
-    cfg = ModelConfig(method="svae_plus", n_genes=12, n_latent=3, n_perturbations=8, alpha=5.0)
-    ms = []
-    for seed, d in enumerate(data):
+    ms, members = [], [data[i % 2] for i in range(n)]
+    for seed, d in enumerate(members):
         torch.manual_seed(seed)
+        cfg = ModelConfig(method="svae_plus", n_genes=12, n_latent=3, n_perturbations=8,
+                          alpha=alphas[seed % len(alphas)])
         m = SparseShiftVAE(cfg)
         m.standardize_inputs(d.x[d.train_cells])
         ms.append(m)
-    before = [float(m.elbo(*d.cells(d.val_cells))) for m, d in zip(ms, data)]
+    before = [float(m.elbo(*d.cells(d.val_cells))) for m, d in zip(ms, members)]
     histories = fit_many(
-        ms, [d.x for d in data], [d.labels for d in data], [d.train_cells for d in data],
-        [d.val_cells for d in data],
-        TrainConfig(epochs=epochs, batch_size=32, warmup_epochs=2, lr=5e-3, checkpoint_every=2),
-        seeds=[0, 1], checkpoint=checkpoint,
+        ms, [d.x for d in members], [d.labels for d in members], [d.train_cells for d in members],
+        [d.val_cells for d in members],
+        TrainConfig(epochs=epochs, batch_size=32, warmup_epochs=2, lr=5e-3, checkpoint_every=2, patience=patience),
+        seeds=list(range(n)), checkpoint=checkpoint,
     )
-    return ms, data, before, histories
+    return ms, members, before, histories
 
 
 def test_fit_many_trains_every_model_and_writes_it_back():
@@ -125,14 +160,72 @@ def test_stack_refuses_models_of_different_configurations():
         ModelStack([frozen, free])
 
 
-def test_fit_many_refuses_early_stopping_and_mismatched_data():
+def test_fit_many_stops_each_model_early_with_its_best_weights():
+    """Early stopping per model: a model leaves the stack `patience` epochs after its best
+    validation ELBO, with the weights of that epoch, and the others train on. Until the
+    first model leaves, the stack is the one trained without early stopping, so the first
+    model to stop must hold that run's weights at its best epoch."""
+    patience, epochs = 2, 14
+    ms, _, _, hs = train_two(epochs=epochs, n=4, patience=patience, alphas=(2.0, 20.0))
+    lengths = [len(h) for h in hs]
+    first = int(np.argmin(lengths))
+    assert lengths[first] < epochs and max(lengths) > lengths[first]  # one stopped, another went on
+    h = hs[first]
+    best_epoch = int(h.loc[h["epoch"] >= 2, "elbo_val"].idxmax()) + 1
+    assert lengths[first] - best_epoch == patience
+    plain, _, _, _ = train_two(epochs=best_epoch, n=4, alphas=(2.0, 20.0))
+    for (name, got), want in zip(ms[first].named_parameters(), plain[first].parameters()):
+        assert torch.equal(got, want), name
+    for i, hist in enumerate(hs):  # every model ends with its best weights, not its last
+        if len(hist) < epochs:
+            assert len(hist) - (int(hist.loc[hist["epoch"] >= 2, "elbo_val"].idxmax()) + 1) == patience
+
+
+def test_fit_many_resumes_with_models_that_stopped(tmp_path):
+    """A checkpoint taken after a model left the stack resumes with it stopped, and ends as
+    the uninterrupted run does."""
+    ckpt = tmp_path / "stack.pt"
+    _, _, _, straight_h = train_two(epochs=14, n=4, patience=2, alphas=(2.0, 20.0))
+    stop = min(len(h) for h in straight_h)
+    cut = stop + (2 - stop % 2) + 1  # killed in the epoch after the first checkpoint past the stop
+    train_two(epochs=cut, checkpoint=ckpt, n=4, patience=2, alphas=(2.0, 20.0))
+    assert len(torch.load(ckpt, weights_only=False)["stopped"]) >= 1
+    resumed, _, _, resumed_h = train_two(epochs=14, checkpoint=ckpt, n=4, patience=2, alphas=(2.0, 20.0))
+    straight, _, _, _ = train_two(epochs=14, n=4, patience=2, alphas=(2.0, 20.0))
+    for a, b in zip(resumed, straight):
+        for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+            assert torch.equal(pa, pb), name
+    assert [h["loss"].tolist() for h in resumed_h] == [h["loss"].tolist() for h in straight_h]
+
+
+def test_fit_many_trains_only_what_it_is_told():
+    """``trainable``: only the named parameter moves, and only where its gradient multiplier
+    is not 0 (step 3 of the transfer: the held-out perturbations' shifts)."""
+    data = [tiny_data(0), tiny_data(1)]
+    ms = []
+    for seed in range(2):
+        torch.manual_seed(seed)
+        ms.append(SparseShiftVAE(ModelConfig(method="svae_plus", n_genes=12, n_latent=3, n_perturbations=8)))
+    before = [{k: v.detach().clone() for k, v in m.named_parameters()} for m in ms]
+    rows = torch.zeros(8, 1)
+    rows[[6, 7]] = 1.0
+    fit_many(ms, [d.x for d in data], [d.labels for d in data], [d.heldout_cells for d in data],
+             [np.array([], dtype=np.int64)] * 2, TrainConfig(epochs=3, batch_size=16, lr=0.05, warmup_epochs=0),
+             trainable={"prior.mu": rows})
+    for m, b in zip(ms, before):
+        for name, param in m.named_parameters():
+            if name != "prior.mu":
+                assert torch.equal(param, b[name]), name
+        assert torch.equal(m.prior.mu[:6], b["prior.mu"][:6])
+        assert not torch.equal(m.prior.mu[6:], b["prior.mu"][6:])
+
+
+def test_fit_many_refuses_mismatched_data():
     ms = models(2)
     x = [torch.ones(20, 12), torch.ones(20, 12)]
     lab = [torch.zeros(20, dtype=torch.long)] * 2
     idx = [np.arange(15)] * 2
     val = [np.arange(15, 20)] * 2
-    with pytest.raises(ValueError, match="patience"):
-        fit_many(ms, x, lab, idx, val, TrainConfig(epochs=1, patience=3))
     with pytest.raises(ValueError, match="same shape"):
         fit_many(ms, [x[0], torch.ones(30, 12)], lab, idx, val, TrainConfig(epochs=1))
 

@@ -141,3 +141,27 @@ def test_a_killed_stacked_training_job_resumes_to_the_numbers_of_an_uninterrupte
     assert not checkpoint.exists()
     for i in range(len(seeds)):
         same_run_files({k: v[i] for k, v in straight.items()}, {k: v[i] for k, v in killed.items()})
+
+
+def test_a_killed_stacked_transfer_job_resumes_to_the_numbers_of_an_uninterrupted_one(dataset, trained, tmp_path):
+    """Two runs (seeds 0 and 1 of one trained model) through the stacked transfer, killed in
+    step 2 after its first checkpoint, with early stopping on (a run may already have left
+    the stack): the rerun ends with the files of an uninterrupted job."""
+    train = [{**TRAIN, "seed": s} for s in (0, 1)]
+    transfer = {**TRANSFER, "retrain_epochs": 6, "retrain_patience": 1}
+    inputs = {"data": [dataset] * 2, **{key: [trained[key]] * 2 for key in ("weights", "config", "info")}}
+
+    def stacked(folder):
+        return {key: [str(tmp_path / folder / f"seed{s}" / name) for s in (0, 1)] for key, name in TRANSFER_FILES.items()}
+
+    straight, killed = stacked("straight"), stacked("killed")
+    assert job("transfer_stacked_from_files", [inputs, train, transfer, "cpu", str(tmp_path / "a.pt"), straight]) == 0
+    checkpoint = tmp_path / "stack.transfer.pt"
+    args = [inputs, train, transfer, "cpu", str(checkpoint), killed]
+    assert job("transfer_stacked_from_files", args, kill_in="batched") == -signal.SIGKILL
+    assert checkpoint.exists() and not (tmp_path / "killed").exists()
+    assert job("transfer_stacked_from_files", args) == 0
+    assert not checkpoint.exists()
+    for i in range(2):
+        same_run_files({k: v[i] for k, v in straight.items()}, {k: v[i] for k, v in killed.items()})
+        assert np.isfinite(json.loads(open(killed["summary"][i]).read())["inll"])

@@ -13,7 +13,7 @@ from sparseshift.model import ModelConfig, SparseShiftVAE
 from sparseshift.run import RunData, train_run
 from sparseshift.simulate import SimulationConfig, simulate
 from sparseshift.train import TrainConfig, TrainingDiverged
-from sparseshift.transfer import TransferConfig, finetune, transfer_run
+from sparseshift.transfer import TransferConfig, finetune, transfer_run, transfer_stacked
 from torch.distributions import NegativeBinomial, Normal
 
 SHIFT_METHODS = ["ivae", "svae", "svae_plus"]
@@ -250,3 +250,54 @@ def test_the_retraining_time_is_that_of_its_epochs(adata, trained):
     cfg = TransferConfig(retrain_epochs=3, retrain_patience=None, finetune_epochs=2, particles=10)
     result = transfer_run(trained("svae_plus"), run_data(adata), TRAIN, cfg)
     assert result.summary["retrain_seconds"] == result.retrain_history["train_seconds"].sum()
+
+
+def two_runs(adata, trained, method):
+    """Two runs of ``method`` on one dataset (seeds 0 and 1: two validation splits)."""
+    cfgs = [replace(TRAIN, seed=s) for s in (0, 1)]
+    datas = [RunData(adata, c.val_fraction, c.seed, torch.device("cpu")) for c in cfgs]
+    return [trained(method), trained(method)], datas, cfgs
+
+
+@pytest.mark.parametrize("method", ["vae", "ivae", "svae_plus"])
+def test_stacked_transfer_reports_every_step_of_every_run(adata, trained, method):
+    models, datas, cfgs = two_runs(adata, trained, method)
+    cfg = TransferConfig(retrain_epochs=4, retrain_patience=None, finetune_epochs=3, particles=100)
+    results = transfer_stacked(models, datas, cfgs, cfg)
+    for result in results:
+        s = result.summary
+        assert s["inll"] == pytest.approx(-s["iwelbo_heldout"]) and np.isfinite(s["inll"])
+        assert s["iwelbo_heldout"] > s["elbo_heldout"] and s["n_heldout_cells"] == 120
+        assert len(result.retrain_history) == 4
+        assert list(result.per_perturbation["perturbation"]) == ["pert_006", "pert_007"]
+        retrained, tuned = result.retrained.state_dict(), result.finetuned.state_dict()
+        if method == "vae":
+            assert len(result.finetune_history) == 0 and s["iwelbo_heldout"] == s["iwelbo_heldout_retrained"]
+            continue
+        assert len(result.finetune_history) == 3
+        assert s["iwelbo_heldout"] > s["iwelbo_heldout_retrained"]  # fitted shifts help
+        # step 3 moved the held-out shifts only
+        assert torch.equal(retrained["prior.mu"][6:], torch.zeros(2, 3))
+        assert (tuned["prior.mu"][6:] != 0).all()
+        for key, value in retrained.items():
+            if key != "prior.mu":
+                assert torch.equal(value, tuned[key]), key
+        assert torch.equal(retrained["prior.mu"][:6], tuned["prior.mu"][:6])
+        if method == "svae_plus":  # the mask was binarised before step 2, held-out rows all 1
+            assert torch.equal(tuned["prior.fixed_mask"][6:], torch.ones(2, 3))
+    # two runs, two different models
+    assert not torch.equal(results[0].retrained.decoder[0].weight, results[1].retrained.decoder[0].weight)
+
+
+def test_stacked_transfer_stops_each_run_early_and_scores_like_one_run_transfers(adata, trained):
+    """Early stopping per run in step 2; the held-out I-NLL of each stacked run is that of
+    its one-run transfer up to the noise of the random draws (the two seeds' spread)."""
+    cfg = TransferConfig(retrain_epochs=30, retrain_patience=2, finetune_epochs=10, particles=200)
+    models, datas, cfgs = two_runs(adata, trained, "svae_plus")
+    stacked = transfer_stacked(models, datas, cfgs, cfg)
+    single = [transfer_run(trained("svae_plus"), d, c, cfg) for d, c in zip(datas, cfgs)]
+    for result in stacked:
+        assert len(result.retrain_history) < 30  # stopped early
+    gap = [abs(a.summary["inll"] - b.summary["inll"]) for a, b in zip(stacked, single)]
+    spread = abs(single[0].summary["inll"] - single[1].summary["inll"])
+    assert max(gap) < max(2 * spread, 0.5)

@@ -116,16 +116,9 @@ def check_simulations():
 
 
 def check_stacking():
-    """Stacked training (stack_seeds) has no early stopping and no BatchNorm: say which key
-    conflicts."""
+    """Stacked training (stack_seeds) has no BatchNorm: say which key conflicts."""
     if not config["stack_seeds"]:
         return
-    for key, section in (("train", config), ("replogle.train", config["replogle"])):
-        if section["train"]["patience"] is not None:
-            raise WorkflowError(
-                f"config key {key}.patience: early stopping is not available with "
-                "stack_seeds: true (set it to null, or stack_seeds to false)"
-            )
     if config["model"]["batch_norm"]:
         raise WorkflowError(
             "config key model.batch_norm: BatchNorm is not available with stack_seeds: true "
@@ -328,6 +321,13 @@ def stacked_params(arm, settings):
     return lambda wildcards: settings(
         stacked_wildcards(wildcards, arm, ARM_SEEDS[arm][0])
     )
+
+
+def stacked_member_params(arm, members, settings):
+    """``settings`` of every model of a stacked job of ``arm``, one dict per model."""
+    return lambda wildcards: [
+        settings(stacked_wildcards(wildcards, arm, seed)) for seed, _ in members
+    ]
 
 
 def stacked_outputs(arm, members, name):

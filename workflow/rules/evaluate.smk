@@ -1,34 +1,92 @@
-rule transfer:
-    input:
-        data=dataset_path,
-        weights=f"{RUN_DIR}/model.pt",
-        config=f"{RUN_DIR}/model.json",
-        info=f"{RUN_DIR}/train_info.json",
-    output:
-        summary=f"{RUN_DIR}/transfer/heldout.json",
-        per_perturbation=f"{RUN_DIR}/transfer/heldout_perturbations.tsv",
-        retrained_weights=f"{RUN_DIR}/transfer/retrained.pt",
-        retrained_config=f"{RUN_DIR}/transfer/retrained.json",
-        finetuned_weights=f"{RUN_DIR}/transfer/finetuned.pt",
-        finetuned_config=f"{RUN_DIR}/transfer/finetuned.json",
-        retrain_history=f"{RUN_DIR}/transfer/retrain_history.tsv",
-        finetune_history=f"{RUN_DIR}/transfer/finetune_history.tsv",
-    log:
-        f"{LOG_DIR}/transfer/{RUN}.log",
-    benchmark:
-        f"{LOG_DIR}/transfer/{RUN}.benchmark.tsv"
-    conda:
-        "../../envs/model.yaml"
-    threads: config["resources"]["transfer"]["threads"]
-    resources:
-        **job_resources("transfer"),
-    params:
-        train=train_settings,
-        transfer=transfer_settings,
-        device=config["device"],
-        checkpoint=f"{RESULTS}/checkpoints/{RUN}.transfer.pt",
-    script:
-        "../scripts/transfer.py"
+if not config["stack_seeds"]:
+
+    rule transfer:
+        input:
+            data=dataset_path,
+            weights=f"{RUN_DIR}/model.pt",
+            config=f"{RUN_DIR}/model.json",
+            info=f"{RUN_DIR}/train_info.json",
+        output:
+            summary=f"{RUN_DIR}/transfer/heldout.json",
+            per_perturbation=f"{RUN_DIR}/transfer/heldout_perturbations.tsv",
+            retrained_weights=f"{RUN_DIR}/transfer/retrained.pt",
+            retrained_config=f"{RUN_DIR}/transfer/retrained.json",
+            finetuned_weights=f"{RUN_DIR}/transfer/finetuned.pt",
+            finetuned_config=f"{RUN_DIR}/transfer/finetuned.json",
+            retrain_history=f"{RUN_DIR}/transfer/retrain_history.tsv",
+            finetune_history=f"{RUN_DIR}/transfer/finetune_history.tsv",
+        log:
+            f"{LOG_DIR}/transfer/{RUN}.log",
+        benchmark:
+            f"{LOG_DIR}/transfer/{RUN}.benchmark.tsv"
+        conda:
+            "../../envs/model.yaml"
+        threads: config["resources"]["transfer"]["threads"]
+        resources:
+            **job_resources("transfer"),
+        params:
+            train=train_settings,
+            transfer=transfer_settings,
+            device=config["device"],
+            checkpoint=f"{RESULTS}/checkpoints/{RUN}.transfer.pt",
+        script:
+            "../scripts/transfer.py"
+
+else:
+
+    # With stack_seeds, the runs of every seed of one method and setting go through the
+    # transfer protocol together: steps 2 and 3 trained as one batched model.
+    for _arm in ARM_SEEDS:
+        _members = stacked_members(_arm, False)
+        _name = f"{_arm}/{{dataset}}/stacked/{{method}}/{{hp}}"
+
+        rule:
+            name:
+                f"transfer_stacked_{_arm}"
+            input:
+                data=stacked_datasets(_arm, _members),
+                weights=stacked_outputs(_arm, _members, "model.pt"),
+                config=stacked_outputs(_arm, _members, "model.json"),
+                info=stacked_outputs(_arm, _members, "train_info.json"),
+            output:
+                summary=stacked_outputs(_arm, _members, "transfer/heldout.json"),
+                per_perturbation=stacked_outputs(
+                    _arm, _members, "transfer/heldout_perturbations.tsv"
+                ),
+                retrained_weights=stacked_outputs(
+                    _arm, _members, "transfer/retrained.pt"
+                ),
+                retrained_config=stacked_outputs(
+                    _arm, _members, "transfer/retrained.json"
+                ),
+                finetuned_weights=stacked_outputs(
+                    _arm, _members, "transfer/finetuned.pt"
+                ),
+                finetuned_config=stacked_outputs(
+                    _arm, _members, "transfer/finetuned.json"
+                ),
+                retrain_history=stacked_outputs(
+                    _arm, _members, "transfer/retrain_history.tsv"
+                ),
+                finetune_history=stacked_outputs(
+                    _arm, _members, "transfer/finetune_history.tsv"
+                ),
+            log:
+                f"{LOG_DIR}/transfer/{_name}.log",
+            benchmark:
+                f"{LOG_DIR}/transfer/{_name}.benchmark.tsv"
+            conda:
+                "../../envs/model.yaml"
+            threads: config["resources"]["transfer"]["threads"]
+            resources:
+                **job_resources("transfer"),
+            params:
+                train=stacked_member_params(_arm, _members, train_settings),
+                transfer=stacked_params(_arm, transfer_settings),
+                device=config["device"],
+                checkpoint=f"{RESULTS}/checkpoints/{_name}.transfer.pt",
+            script:
+                "../scripts/transfer_stacked.py"
 
 
 rule evaluate:

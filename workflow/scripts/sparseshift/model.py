@@ -227,8 +227,11 @@ class SparseShiftPrior(ShiftPrior):
         if sparsity not in ("l1", "beta"):
             raise ValueError(f"sparsity must be 'l1' or 'beta', got {sparsity!r}")
         self.sparsity = sparsity
-        self.lam = lam
-        self.alpha = alpha
+        # The swept weights as (non-persistent) buffers rather than floats: models of one
+        # method with different settings can then be stacked (sparseshift.batched), each
+        # with its own value; they are rebuilt from the ModelConfig, not saved.
+        self.register_buffer("lam", torch.tensor(float(lam)), persistent=False)
+        self.register_buffer("alpha", torch.tensor(float(alpha)), persistent=False)
         self.temperature = temperature
         self.logits = nn.Parameter(torch.full((n_perturbations, n_latent), float(init_logit)))
         # Set by binarize_targets(): the mask is then this fixed graph, in training too.
@@ -260,7 +263,7 @@ class SparseShiftPrior(ShiftPrior):
         if self.sparsity == "l1":
             return self.lam * q.mean()
         eps = 1e-6
-        beta = Beta(q.new_tensor(1.0), q.new_tensor(float(self.alpha)), validate_args=False)
+        beta = Beta(torch.ones_like(self.alpha), self.alpha, validate_args=False)
         return -kl_weight * beta.log_prob(q.clamp(eps, 1 - eps)).sum() / n_obs
 
     def target_scores(self) -> torch.Tensor:
@@ -292,6 +295,11 @@ class SparseShiftPrior(ShiftPrior):
 
 
 # ----------------------------------------------------------------------------- model
+
+
+# The hyper-parameters swept by the paper's grids (beta-VAE's beta, sVAE's lambda, sVAE+'s
+# alpha): buffers of the model, so that one stack can hold several settings of a method.
+PER_MODEL = ("beta", "alpha", "lam")
 
 
 @dataclass
@@ -326,6 +334,11 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def stack_key(self) -> dict:
+        """The settings models must share to be trained as one stack: all but the swept
+        weights (``PER_MODEL``), which the model holds as tensors of its own."""
+        return {k: v for k, v in self.to_dict().items() if k not in PER_MODEL}
+
 
 def build_prior(cfg: ModelConfig) -> Prior:
     """The prior object of ``cfg.method``."""
@@ -354,6 +367,8 @@ class SparseShiftVAE(nn.Module):
         self.decoder = mlp(cfg.n_latent, cfg.n_hidden, cfg.n_layers, cfg.n_genes, cfg.batch_norm)
         self.log_theta = nn.Parameter(torch.zeros(cfg.n_genes))
         self.prior = build_prior(cfg)
+        # beta-VAE's KL weight, per model in a stack (see SparseShiftPrior's lam and alpha)
+        self.register_buffer("beta", torch.tensor(float(cfg.beta)), persistent=False)
         # Per-gene centring and scaling of log1p(x) before the encoder: a fixed affine
         # reparameterisation of its first layer that keeps high-count genes (log1p
         # around 7 with a spread of a few tenths) well conditioned.
@@ -426,7 +441,7 @@ class SparseShiftVAE(nn.Module):
         recon = -self.log_likelihood(x, z)
         kl = kl_divergence(qz, self.prior.distribution(labels, like=qz.loc)).sum(-1)
         penalty = self.prior.penalty(n_obs, kl_weight)
-        loss = (recon + self.cfg.beta * kl_weight * kl).mean() + penalty
+        loss = (recon + self.beta * kl_weight * kl).mean() + penalty
         elbo_cells = -(recon + kl)
         parts = {
             "recon": recon.mean(),

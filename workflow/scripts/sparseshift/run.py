@@ -24,7 +24,7 @@ from .batched import fit_many
 from .io import CONSOLE, read_dataset
 from .model import DISPLAY_NAMES, ModelConfig, SparseShiftVAE
 from .train import TrainConfig, TrainingDiverged, fit, seed_everything, select_device, split_train_val
-from .transfer import TransferConfig, transfer_run
+from .transfer import TransferConfig, transfer_run, transfer_stacked
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +348,37 @@ def evaluate_from_files(inputs: dict, record: dict, output, udr_min_variance: fl
     return result
 
 
+def transfer_inputs(inputs: dict, train_cfg: TrainConfig, dev: torch.device) -> tuple[RunData, SparseShiftVAE]:
+    """A transfer job's data (split as in training) and trained model, checked to match."""
+    adata = read_dataset(inputs["data"])
+    data = RunData(adata, train_cfg.val_fraction, train_cfg.seed, dev, str(inputs["data"]))
+    model = SparseShiftVAE.load(inputs["weights"], inputs["config"]).to(dev)
+    if model.cfg.perturbations and list(model.cfg.perturbations) != list(data.names):
+        raise io.InputError(
+            inputs["data"], "uns/perturbations", f"the perturbations the model was trained on ({inputs['config']})"
+        )
+    log.info(
+        "transfer of %s to %d held-out perturbations (%d cells), device %s",
+        model.cfg.method, len(data.heldout_perturbations), len(data.heldout_cells), dev,
+    )
+    return data, model
+
+
+def save_transfer(result, info_path, outputs: dict) -> dict:
+    """Write a transfer job's outputs (one run's), each atomically; returns its summary."""
+    with open(info_path) as fh:
+        info = json.load(fh)
+    summary = {"elbo_train": info["elbo_train"], "elbo_val": info["elbo_val"], **result.summary,
+               "code_version": io.code_version()}
+    save_model(result.retrained, outputs["retrained_weights"], outputs["retrained_config"])
+    save_model(result.finetuned, outputs["finetuned_weights"], outputs["finetuned_config"])
+    io.write_tsv(result.retrain_history, outputs["retrain_history"])
+    io.write_tsv(result.finetune_history, outputs["finetune_history"])
+    io.write_tsv(result.per_perturbation, outputs["per_perturbation"])
+    io.write_json(summary, outputs["summary"])
+    return summary
+
+
 def transfer_from_files(
     inputs: dict, train_settings: dict, transfer_settings: dict, device: str, checkpoint, outputs: dict
 ) -> dict:
@@ -359,35 +390,42 @@ def transfer_from_files(
     cfg = TransferConfig(**transfer_settings)
     log.info("transfer %s: start, %d + %d epochs, I-NLL with %d particles", run, cfg.retrain_epochs,
              cfg.finetune_epochs, cfg.particles, extra=CONSOLE)
-    adata = read_dataset(inputs["data"])
-    dev = select_device(device)
-    data = RunData(adata, train_cfg.val_fraction, train_cfg.seed, dev, str(inputs["data"]))
-    model = SparseShiftVAE.load(inputs["weights"], inputs["config"]).to(dev)
-    if model.cfg.perturbations and list(model.cfg.perturbations) != list(data.names):
-        raise io.InputError(
-            inputs["data"], "uns/perturbations", f"the perturbations the model was trained on ({inputs['config']})"
-        )
+    data, model = transfer_inputs(inputs, train_cfg, select_device(device))
     Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
-    log.info(
-        "transfer of %s to %d held-out perturbations (%d cells), device %s",
-        model.cfg.method, len(data.heldout_perturbations), len(data.heldout_cells), dev,
-    )
     with diverging([run], checkpoint):
         result = transfer_run(model, data, train_cfg, cfg, checkpoint)
-    with open(inputs["info"]) as fh:
-        info = json.load(fh)
-    summary = {"elbo_train": info["elbo_train"], "elbo_val": info["elbo_val"], **result.summary,
-               "code_version": io.code_version()}
-    save_model(result.retrained, outputs["retrained_weights"], outputs["retrained_config"])
-    save_model(result.finetuned, outputs["finetuned_weights"], outputs["finetuned_config"])
-    io.write_tsv(result.retrain_history, outputs["retrain_history"])
-    io.write_tsv(result.finetune_history, outputs["finetune_history"])
-    io.write_tsv(result.per_perturbation, outputs["per_perturbation"])
-    io.write_json(summary, outputs["summary"])
+    summary = save_transfer(result, inputs["info"], outputs)
     Path(checkpoint).unlink(missing_ok=True)
     log.info("transfer %s: done, %d + %d epochs, I-NLL %.2f", run, summary.get("retrain_epochs_run", 0),
              summary.get("finetune_epochs_run", 0), summary["inll"], extra=CONSOLE)
     return summary
+
+
+def transfer_stacked_from_files(
+    inputs: dict, train_settings: list[dict], transfer_settings: dict, device: str, checkpoint, outputs: dict
+) -> list[dict]:
+    """The stacked transfer job: :func:`transfer_from_files` for the runs of several seeds
+    (:func:`sparseshift.transfer.transfer_stacked`); every entry of ``inputs`` and ``outputs``
+    is a list with one path per run, ``train_settings`` one dict per run."""
+    runs = [run_folder(Path(path).parent) for path in outputs["summary"]]
+    name = f"{runs[0]} and {len(runs) - 1} more" if len(runs) > 1 else runs[0]
+    cfg = TransferConfig(**transfer_settings)
+    log.info("transfer %s (stacked): start, %d + %d epochs, I-NLL with %d particles", name, cfg.retrain_epochs,
+             cfg.finetune_epochs, cfg.particles, extra=CONSOLE)
+    dev = select_device(device)
+    train_cfgs = [TrainConfig(**settings) for settings in train_settings]
+    loaded = [transfer_inputs({k: v[i] for k, v in inputs.items()}, c, dev) for i, c in enumerate(train_cfgs)]
+    Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+    with diverging(runs, checkpoint):
+        results = transfer_stacked([m for _, m in loaded], [d for d, _ in loaded], train_cfgs, cfg, checkpoint)
+    summaries = [
+        save_transfer(result, inputs["info"][i], {k: v[i] for k, v in outputs.items()})
+        for i, result in enumerate(results)
+    ]
+    Path(checkpoint).unlink(missing_ok=True)
+    log.info("transfer %s (stacked): done, I-NLL %s", name, " ".join(f"{s['inll']:.2f}" for s in summaries),
+             extra=CONSOLE)
+    return summaries
 
 
 def enrichment_from_files(inputs: dict, settings: dict, outputs: dict) -> None:

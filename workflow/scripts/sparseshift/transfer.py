@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .batched import fit_many
 from .model import SparseShiftVAE
 from .train import HISTORY_COLUMNS, TrainConfig, TrainingDiverged, fit, seed_everything
 
@@ -60,10 +61,9 @@ class TransferResult:
     summary: dict
 
 
-def retrain(model, data, held_out: torch.Tensor, train_cfg: TrainConfig, cfg: TransferConfig, checkpoint=None):
-    """Step 2: binarise the targets, then train every other parameter on the training cells
-    (no KL warm-up, early stopping on the validation ELBO)."""
-    model.binarize_targets(held_out)
+def retrain(model, data, train_cfg: TrainConfig, cfg: TransferConfig, checkpoint=None):
+    """Step 2 (the targets already binarised, :meth:`HeldOut.before`): train every other
+    parameter on the training cells (no KL warm-up, early stopping on the validation ELBO)."""
     phase_cfg = replace(train_cfg, epochs=cfg.retrain_epochs, warmup_epochs=0, patience=cfg.retrain_patience)
     return fit(model, data.x, data.labels, data.train_cells, data.val_cells, phase_cfg, checkpoint)
 
@@ -81,85 +81,156 @@ def finetune(model, data, held_out: torch.Tensor, train_cfg: TrainConfig, cfg: T
     return fit(model, data.x, data.labels, data.heldout_cells, no_validation, phase_cfg, parameters=params)
 
 
+class HeldOut:
+    """The held-out cells of one run and its model's scores on them after each step."""
+
+    def __init__(self, data, seed: int, cfg: TransferConfig):
+        self.data, self.seed, self.cfg = data, seed, cfg
+        self.held_out = torch.as_tensor(data.heldout_perturbations, device=data.device)
+        self.x, self.labels = data.cells(data.heldout_cells)
+        self.generator = torch.Generator(device=data.device)
+        self.scores: dict[str, torch.Tensor] = {}
+        self.timing: dict[str, float] = {}
+        self.elbos: dict[str, float] = {}
+
+    def before(self, model: SparseShiftVAE) -> None:
+        """Step 1's score, then the targets binarised for step 2."""
+        self.scores["elbo_heldout_before"] = model.elbo(self.x, self.labels, reduction="none")
+        model.binarize_targets(self.held_out)
+
+    def iwelbo(self, name: str, model: SparseShiftVAE) -> None:
+        self.generator.manual_seed(self.seed)  # the same draws for every method and step
+        tic = time.perf_counter()
+        self.scores[name] = model.iwelbo(self.x, self.labels, self.cfg.particles, self.generator,
+                                         self.cfg.iwelbo_memory_mb)
+        self.timing["iwelbo_seconds"] = time.perf_counter() - tic
+
+    def retrained(self, model: SparseShiftVAE, history: pd.DataFrame) -> SparseShiftVAE:
+        """Step 2's scores; returns a copy of the retrained model."""
+        # the epochs' own times: a step resumed from its checkpoint counts every attempt's epochs
+        self.timing["retrain_seconds"] = float(history["train_seconds"].sum())
+        self.elbos = self.data.split_elbos(model, suffix="_retrained")
+        self.scores["elbo_heldout_retrained"] = model.elbo(self.x, self.labels, reduction="none")
+        self.iwelbo("iwelbo_heldout_retrained", model)
+        return copy.deepcopy(model)
+
+    def finetuned(self, model: SparseShiftVAE, history: pd.DataFrame, seconds: float) -> None:
+        """Step 3's scores (step 2's when there was nothing to fit)."""
+        self.timing["finetune_seconds"] = seconds
+        if len(history):
+            self.scores["elbo_heldout"] = model.elbo(self.x, self.labels, reduction="none")
+            self.iwelbo("iwelbo_heldout", model)
+        else:  # nothing was fitted: step 3's model is step 2's
+            self.scores["elbo_heldout"] = self.scores["elbo_heldout_retrained"]
+            self.scores["iwelbo_heldout"] = self.scores["iwelbo_heldout_retrained"]
+
+    def result(self, retrained, model, retrain_history, finetune_history, lr: float) -> TransferResult:
+        data = self.data
+        per_cell = pd.DataFrame({k: self.scores[k].cpu().numpy().astype(np.float64) for k in SCORES})
+        for name in SCORES:
+            if not np.isfinite(per_cell[name]).all():
+                raise TrainingDiverged(f"held-out score {name}", None, lr).update(step="the transfer")
+        per_cell["perturbation"] = np.asarray(data.names)[data.labels[data.heldout_cells].cpu().numpy()]
+        per_pert = per_cell.groupby("perturbation", sort=False).agg(
+            n_cells=("perturbation", "size"), **{k: (k, "mean") for k in SCORES}
+        )
+        per_pert["inll"] = -per_pert["iwelbo_heldout"]
+        summary = {
+            **{k: float(per_cell[k].mean()) for k in SCORES},
+            "inll": float(-per_cell["iwelbo_heldout"].mean()),
+            **self.elbos,
+            "n_particles": self.cfg.particles,
+            "n_heldout_cells": int(len(data.heldout_cells)),
+            "n_heldout_perturbations": int(len(self.held_out)),
+            "retrain_epochs_run": int(len(retrain_history)),
+            "finetune_epochs_run": int(len(finetune_history)),
+            **self.timing,
+        }
+        log.info(
+            "held-out: ELBO %.2f before, %.2f retrained, %.2f fine-tuned; I-NLL %.2f (%d particles, %.1f s)",
+            summary["elbo_heldout_before"], summary["elbo_heldout_retrained"], summary["elbo_heldout"],
+            summary["inll"], self.cfg.particles, summary["iwelbo_seconds"],
+        )
+        return TransferResult(retrained, model, retrain_history, finetune_history, per_pert.reset_index(), summary)
+
+
+def no_transfer(model: SparseShiftVAE, cfg: TransferConfig) -> TransferResult:
+    """A dataset without held-out cells has nothing to transfer to: the model unchanged and
+    every score NaN."""
+    log.warning("no held-out cells: the held-out scores are NaN")
+    empty = pd.DataFrame(columns=HISTORY_COLUMNS)
+    columns = ["perturbation", "n_cells", *SCORES, "inll"]
+    summary = {k: float("nan") for k in [*SCORES, "inll"]}
+    summary.update(n_particles=cfg.particles, n_heldout_cells=0, n_heldout_perturbations=0)
+    return TransferResult(model, model, empty, empty, pd.DataFrame(columns=columns), summary)
+
+
 def transfer_run(
     model: SparseShiftVAE, data, train_cfg: TrainConfig, cfg: TransferConfig, checkpoint=None
 ) -> TransferResult:
-    """Steps 2 and 3 on ``model`` (modified in place), with the held-out scores of each step.
-
-    A dataset without held-out cells has nothing to transfer to: the model is returned
-    unchanged and every score is NaN.
-    """
+    """Steps 2 and 3 on ``model`` (modified in place), with the held-out scores of each step."""
     if not len(data.heldout_cells):
-        log.warning("no held-out cells: the held-out scores are NaN")
-        empty = pd.DataFrame(columns=HISTORY_COLUMNS)
-        columns = ["perturbation", "n_cells", *SCORES, "inll"]
-        summary = {k: float("nan") for k in [*SCORES, "inll"]}
-        summary.update(n_particles=cfg.particles, n_heldout_cells=0, n_heldout_perturbations=0)
-        return TransferResult(model, model, empty, empty, pd.DataFrame(columns=columns), summary)
-    held_out = torch.as_tensor(data.heldout_perturbations, device=data.device)
-    x_h, l_h = data.cells(data.heldout_cells)
-    generator = torch.Generator(device=data.device)
+        return no_transfer(model, cfg)
+    held = HeldOut(data, train_cfg.seed, cfg)
     seed_everything(train_cfg.seed)
-    scores: dict[str, torch.Tensor] = {}
-    timing: dict[str, float] = {}
-
-    def iwelbo(name):
-        generator.manual_seed(train_cfg.seed)  # the same draws for every method and step
-        tic = time.perf_counter()
-        scores[name] = model.iwelbo(x_h, l_h, cfg.particles, generator, cfg.iwelbo_memory_mb)
-        timing["iwelbo_seconds"] = time.perf_counter() - tic
-
-    scores["elbo_heldout_before"] = model.elbo(x_h, l_h, reduction="none")
-
+    held.before(model)
     try:
-        retrain_history = retrain(model, data, held_out, train_cfg, cfg, checkpoint)
+        retrain_history = retrain(model, data, train_cfg, cfg, checkpoint)
     except TrainingDiverged as err:
         raise err.update(step="step 2 of the transfer (retraining)")
-    # the epochs' own times: a step resumed from its checkpoint counts every attempt's epochs
-    timing["retrain_seconds"] = float(retrain_history["train_seconds"].sum())
-    elbos = data.split_elbos(model, suffix="_retrained")
-    scores["elbo_heldout_retrained"] = model.elbo(x_h, l_h, reduction="none")
-    iwelbo("iwelbo_heldout_retrained")
-    retrained = copy.deepcopy(model)
-
+    retrained = held.retrained(model, retrain_history)
     tic = time.perf_counter()
     try:
-        finetune_history = finetune(model, data, held_out, train_cfg, cfg)
+        finetune_history = finetune(model, data, held.held_out, train_cfg, cfg)
     except TrainingDiverged as err:
         raise err.update(step="step 3 of the transfer (fine-tuning)", lr_key="transfer.finetune_lr")
-    timing["finetune_seconds"] = time.perf_counter() - tic
-    if len(finetune_history):
-        scores["elbo_heldout"] = model.elbo(x_h, l_h, reduction="none")
-        iwelbo("iwelbo_heldout")
-    else:  # nothing was fitted: step 3's model is step 2's
-        scores["elbo_heldout"] = scores["elbo_heldout_retrained"]
-        scores["iwelbo_heldout"] = scores["iwelbo_heldout_retrained"]
+    held.finetuned(model, finetune_history, time.perf_counter() - tic)
+    return held.result(retrained, model, retrain_history, finetune_history, train_cfg.lr)
 
-    per_cell = pd.DataFrame({k: scores[k].cpu().numpy().astype(np.float64) for k in SCORES})
-    for name in SCORES:
-        if not np.isfinite(per_cell[name]).all():
-            raise TrainingDiverged(f"held-out score {name}", None, train_cfg.lr).update(step="the transfer")
-    per_cell["perturbation"] = np.asarray(data.names)[data.labels[data.heldout_cells].cpu().numpy()]
-    per_pert = per_cell.groupby("perturbation", sort=False).agg(
-        n_cells=("perturbation", "size"), **{k: (k, "mean") for k in SCORES}
-    )
-    per_pert["inll"] = -per_pert["iwelbo_heldout"]
-    summary = {
-        **{k: float(per_cell[k].mean()) for k in SCORES},
-        "inll": float(-per_cell["iwelbo_heldout"].mean()),
-        **elbos,
-        "n_particles": cfg.particles,
-        "n_heldout_cells": int(len(data.heldout_cells)),
-        "n_heldout_perturbations": int(len(held_out)),
-        "retrain_epochs_run": int(len(retrain_history)),
-        "finetune_epochs_run": int(len(finetune_history)),
-        **timing,
-    }
-    log.info(
-        "held-out: ELBO %.2f before, %.2f retrained, %.2f fine-tuned; I-NLL %.2f (%d particles, %.1f s)",
-        summary["elbo_heldout_before"], summary["elbo_heldout_retrained"], summary["elbo_heldout"],
-        summary["inll"], cfg.particles, summary["iwelbo_seconds"],
-    )
-    return TransferResult(
-        retrained, model, retrain_history, finetune_history, per_pert.reset_index(), summary
-    )
+
+def transfer_stacked(
+    models: list[SparseShiftVAE], datas: list, train_cfgs: list[TrainConfig], cfg: TransferConfig,
+    checkpoint=None,
+) -> list[TransferResult]:
+    """:func:`transfer_run` for several runs of one method, steps 2 and 3 trained as one
+    stack (:func:`sparseshift.batched.fit_many`, early stopping per run in step 2); the
+    IWELBOs run model by model. The runs must have held-out perturbations of the same
+    indices and data of one shape (the seeds of a simulation setting). A run's random
+    draws differ from its one-run transfer, so its numbers do too."""
+    if not len(datas[0].heldout_cells):
+        return [no_transfer(model, cfg) for model in models]
+    held = [HeldOut(data, c.seed, cfg) for data, c in zip(datas, train_cfgs)]
+    if any(not torch.equal(h.held_out, held[0].held_out) for h in held):
+        raise ValueError("transfer_stacked: the runs hold out different perturbations; transfer them one by one")
+    seeds = [c.seed for c in train_cfgs]
+    seed_everything(seeds[0])
+    for h, model in zip(held, models):
+        h.before(model)
+    xs, labels = [d.x for d in datas], [d.labels for d in datas]
+    phase = replace(train_cfgs[0], epochs=cfg.retrain_epochs, warmup_epochs=0, patience=cfg.retrain_patience)
+    try:
+        retrain_histories = fit_many(models, xs, labels, [d.train_cells for d in datas],
+                                     [d.val_cells for d in datas], phase, seeds, checkpoint)
+    except TrainingDiverged as err:
+        raise err.update(step="step 2 of the transfer (retraining)")
+    retrained = [h.retrained(model, hist) for h, model, hist in zip(held, models, retrain_histories)]
+    has_shifts = [bool(model.freeze_all_but_shifts(h.held_out)) for h, model in zip(held, models)]
+    if has_shifts[0]:
+        rows = torch.zeros(models[0].cfg.n_perturbations, 1, device=datas[0].device)
+        rows[held[0].held_out] = 1.0
+        phase = replace(train_cfgs[0], epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, warmup_epochs=0,
+                        patience=None)
+        no_validation = [np.array([], dtype=np.int64)] * len(models)
+        try:
+            finetune_histories = fit_many(models, xs, labels, [d.heldout_cells for d in datas], no_validation,
+                                          phase, seeds, trainable={"prior.mu": rows})
+        except TrainingDiverged as err:
+            raise err.update(step="step 3 of the transfer (fine-tuning)", lr_key="transfer.finetune_lr")
+    else:
+        finetune_histories = [pd.DataFrame(columns=HISTORY_COLUMNS)] * len(models)
+    results = []
+    for h, model, copy_, r_hist, f_hist, c in zip(held, models, retrained, retrain_histories,
+                                                  finetune_histories, train_cfgs):
+        h.finetuned(model, f_hist, float(f_hist["train_seconds"].sum()) if len(f_hist) else 0.0)
+        results.append(h.result(copy_, model, r_hist, f_hist, c.lr))
+    return results
