@@ -301,3 +301,16 @@ def test_stacked_transfer_stops_each_run_early_and_scores_like_one_run_transfers
     gap = [abs(a.summary["inll"] - b.summary["inll"]) for a, b in zip(stacked, single)]
     spread = abs(single[0].summary["inll"] - single[1].summary["inll"])
     assert max(gap) < max(2 * spread, 0.5)
+
+
+@pytest.mark.parametrize("method, finetune_epochs", [("vae", 3), ("svae_plus", 3), ("svae_plus", 0)])
+def test_step_2_iwelbo_can_be_left_out_but_never_the_final_one(adata, trained, method, finetune_epochs):
+    """score_retrained false: step 2's IWELBO is NaN for models with a step 3, and computed
+    where step 2's model is the final one (no shifts, or no fine-tuning epochs); the final
+    I-NLL is that of the full protocol either way."""
+    cfg = TransferConfig(retrain_epochs=2, retrain_patience=None, finetune_epochs=finetune_epochs, particles=50)
+    full = transfer_run(trained(method), run_data(adata), TRAIN, cfg).summary
+    lean = transfer_run(trained(method), run_data(adata), TRAIN, replace(cfg, score_retrained=False)).summary
+    assert lean["inll"] == full["inll"] and np.isfinite(lean["inll"])
+    final_is_step_2 = method == "vae" or finetune_epochs == 0
+    assert math.isnan(lean["iwelbo_heldout_retrained"]) != final_is_step_2

@@ -392,3 +392,22 @@ def test_table1_document_is_written_from_results(tiny_run, tmp_path):
     assert "*sVAE+ (paper)*" in text and "## Selection per seed" in text
     assert "| sVAE+ | 0 |" in text  # the candidates of seed 0 with their UDR
     assert "not measured" in text  # deviations without an ablation say so
+
+
+def test_a_setting_without_transfer_is_evaluated_and_drawn_without_i_nll(tmp_path):
+    """``transfer: false`` on a simulation setting (the paper's p sweep): its runs get no
+    transfer job, their metrics an I-NLL of NaN, and the summary and figures are still drawn
+    (the other setting's I-NLL intact)."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["simulations"].append({**cfg["simulations"][0], "name": "tinyp3", "n_latent": 3, "transfer": False})
+    cfg.update(methods=["svae_plus"], hyperparameters={"alpha": [10]})
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(tmp_path, "--configfile", str(path), targets=("simulation",))
+    assert jobs["transfer"] == 1 and jobs["evaluate"] == 2
+    snakemake("simulation", "--cores", "2", "--directory", str(tmp_path), "--configfile", str(path))
+    summary = pd.read_csv(tmp_path / "results" / "simulation" / "summary.tsv", sep="\t").set_index("simulation")
+    assert np.isnan(summary.loc["tinyp3", "inll"]) and np.isfinite(summary.loc["tiny", "inll"])
+    assert np.isfinite(summary.loc["tinyp3", "mcc_pearson"])
+    assert not (tmp_path / "results/simulation/tinyp3/seed0/svae_plus/p3_alpha10/transfer").exists()
+    assert (tmp_path / "results/simulation/figures/inll.png").exists()

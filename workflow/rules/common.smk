@@ -271,6 +271,14 @@ def replicate_seed(seed, replicate):
     return int(seed) + 1000 * int(replicate)
 
 
+def heldout_scores(wildcards):
+    """A run's held-out scores (the transfer job's), unless its simulation setting has
+    ``transfer: false``."""
+    if wildcards.arm == "simulation" and not SIMULATIONS[wildcards.dataset]["transfer"]:
+        return []
+    return f"{RUN_DIR}/transfer/heldout.json".format(**dict(wildcards.items()))
+
+
 def replicate_latents(wildcards):
     """Latents of a run's replicates 1.. (none when it has no competitor)."""
     n = n_replicates(wildcards.arm, wildcards.dataset, wildcards.method, wildcards.hp)
@@ -344,6 +352,7 @@ def simulation_settings(wildcards):
     sim = dict(SIMULATIONS[wildcards.simulation])
     del sim["name"]
     sim.pop("hyperparameters", None)
+    sim.pop("transfer")
     heldout = sim.pop("heldout", {})
     if "targets_per_perturbation" in heldout:
         low, high = heldout["targets_per_perturbation"]

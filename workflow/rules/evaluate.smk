@@ -96,7 +96,7 @@ rule evaluate:
         config=f"{RUN_DIR}/model.json",
         latents=f"{RUN_DIR}/latents.npz",
         info=f"{RUN_DIR}/train_info.json",
-        heldout=f"{RUN_DIR}/transfer/heldout.json",
+        heldout=heldout_scores,
         replicates=replicate_latents,
     output:
         f"{RUN_DIR}/metrics.json",

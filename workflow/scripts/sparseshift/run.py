@@ -337,8 +337,12 @@ def evaluate_from_files(inputs: dict, record: dict, output, udr_min_variance: fl
     latents = load_latents(inputs["latents"])
     result = {**record, **evaluate_run(adata, model, latents)}
     result.update(udr_score(latents, list(inputs.get("replicates", [])), udr_min_variance))
-    # training timings and ELBOs, held-out scores, and the code of each step
+    # training timings and ELBOs, held-out scores (none when the setting has no transfer),
+    # and the code of each step
     for key, step in (("info", "train"), ("heldout", "transfer")):
+        if not inputs.get(key):
+            result["inll"] = float("nan")
+            continue
         with open(inputs[key]) as fh:
             values = json.load(fh)
         result[f"{step}_code_version"] = values.pop("code_version", "unknown")
