@@ -131,10 +131,12 @@ def test_a_killed_stacked_training_job_resumes_to_the_numbers_of_an_uninterrupte
         return {key: [str(tmp_path / folder / f"seed{s}" / name) for s in seeds] for key, name in RUN_FILES.items()}
 
     straight, killed = stacked("straight"), stacked("killed")
-    assert job("train_stacked_from_files", [[dataset] * 2, MODEL, TRAIN, seeds, "cpu", str(tmp_path / "a.pt"),
+    models = [MODEL, {**MODEL, "alpha": 20.0}]  # two settings of sVAE+ in one stack
+    train = [{**TRAIN, "seed": s} for s in seeds]
+    assert job("train_stacked_from_files", [[dataset] * 2, models, train, "cpu", str(tmp_path / "a.pt"),
                                             straight]) == 0
     checkpoint = tmp_path / "stack.pt"
-    args = [[dataset] * 2, MODEL, TRAIN, seeds, "cpu", str(checkpoint), killed]
+    args = [[dataset] * 2, models, train, "cpu", str(checkpoint), killed]
     assert job("train_stacked_from_files", args, kill_in="batched") == -signal.SIGKILL
     assert checkpoint.exists() and not (tmp_path / "killed").exists()
     assert job("train_stacked_from_files", args) == 0

@@ -59,29 +59,43 @@ def planned_jobs(workdir, *args, targets=()) -> dict[str, int]:
 PAPER = str(REPO / "config" / "paper.yaml")
 
 
+def stacked_jobs(jobs: dict) -> dict:
+    """Numbers of stacked training and transfer jobs per arm (their rule names are generated)."""
+    return {
+        f"{step}_{arm}": sum(1 for rule in jobs if rule.startswith(f"{step}_stack_{arm}_"))
+        for step in ("train", "transfer") for arm in ("simulation", "replogle")
+    }
+
+
 @pytest.mark.parametrize(
-    "args, targets, n_sim, n_datasets, n_replogle, n_training_jobs",
+    "args, targets, n_sim, n_datasets, n_replogle, n_transferred, n_jobs",
     [
         # default: 6 runs (sVAE at 2 lambdas) x 2 seeds on one simulation setting, one job
         # per run and one per replicate (2 more for each competing sVAE setting)
-        ((), (), 6 * 2, 2, 0, {"train": 12, "train_replicate": 2 * 2 * 2}),
-        # paper (stacked seeds): per seed, 17 runs (on the p = 15 setting VAE, iVAE, beta-VAE at
-        # 3 betas, sVAE at 3 lambdas, sVAE+ at 6 alphas; sVAE+ at p = 5, 10, 20) on 4 settings,
-        # one job per setting for all seeds and one for the replicates of each of the 12
-        # competing settings; plus 5 methods on 9 Replogle folds (seed 0, one setting each)
-        ((PAPER,), (), 17 * 5, 4 * 5, 5 * 9,
-         {"train_stacked_simulation": 17, "train_stacked_simulation_replicates": 12, "train_stacked_replogle": 45}),
-        ((PAPER, "--config", "seeds=[0]"), (), 17, 4, 5 * 9,
-         {"train_stacked_simulation": 17, "train_stacked_simulation_replicates": 12, "train_stacked_replogle": 45}),
-        ((PAPER,), ("simulation",), 17 * 5, 4 * 5, 0,  # one arm only
-         {"train_stacked_simulation": 17, "train_stacked_simulation_replicates": 12}),
+        ((), (), 6 * 2, 2, 0, 12, {"train": 12, "train_replicate": 2 * 2 * 2, "transfer": 12}),
+        # paper (stack_models: 16): per seed, 17 runs (on the p = 15 setting VAE, iVAE, beta-VAE
+        # at 3 betas, sVAE at 3 lambdas, sVAE+ at 6 alphas; sVAE+ at p = 5, 10, 20) on 4
+        # settings, and 2 replicates of each of the 12 competing settings. Stacks of at most 16
+        # per method and setting: sVAE+ 90 models in 6 jobs, sVAE and beta-VAE 45 in 3, VAE,
+        # iVAE and each p 5 in 1; the p = 15 runs' transfers: sVAE+ 30 in 2 jobs, 15 or 5 in 1
+        # for the others; plus 5 methods on 9 Replogle folds (seed 0, one setting each)
+        ((PAPER,), (), 17 * 5, 4 * 5, 5 * 9, 14 * 5 + 45,
+         {"train_simulation": 17, "transfer_simulation": 6, "train_replogle": 45, "transfer_replogle": 45}),
+        ((PAPER, "--config", "seeds=[0]"), (), 17, 4, 5 * 9, 14 + 45,  # sVAE+: 18 models in 2 jobs
+         {"train_simulation": 9, "transfer_simulation": 5, "train_replogle": 45, "transfer_replogle": 45}),
+        ((PAPER,), ("simulation",), 17 * 5, 4 * 5, 0, 14 * 5,  # one arm only
+         {"train_simulation": 17, "transfer_simulation": 6, "train_replogle": 0, "transfer_replogle": 0}),
     ],
 )
-def test_dry_run_plans_every_run(tmp_path, args, targets, n_sim, n_datasets, n_replogle, n_training_jobs):
+def test_dry_run_plans_every_run(tmp_path, args, targets, n_sim, n_datasets, n_replogle, n_transferred, n_jobs):
     jobs = planned_jobs(tmp_path, *args, targets=targets)
     n_runs = n_sim + n_replogle
-    assert jobs["transfer"] == jobs["evaluate"] == jobs["enrichment"] == n_runs
-    assert {k: v for k, v in jobs.items() if k.startswith("train")} == n_training_jobs
+    assert jobs["evaluate"] == jobs["enrichment"] == n_runs
+    if args:  # stacked; the p sweep (transfer: false) has no transfer
+        assert stacked_jobs(jobs) == n_jobs and not {"train", "train_replicate", "transfer"} & set(jobs)
+    else:
+        assert {k: v for k, v in jobs.items() if k.startswith(("train", "transfer"))} == n_jobs
+        assert jobs["transfer"] == n_transferred
     assert jobs["simulate"] == n_datasets
     sweeps = 2 if args else 0  # the paper config sweeps p (Table 4) and alpha (Figure 4)
     n_settings = 4 if args else 1
@@ -249,44 +263,54 @@ def test_run_outputs_are_loadable(tiny_run):
     assert not list((tiny_run / "checkpoints").rglob("*.pt"))
 
 
-def test_stacked_training_trains_every_seed_in_one_job(tmp_path):
-    """stack_seeds: one job per method and setting trains the runs of all seeds; the
-    later steps read its outputs as those of one-run jobs."""
-    jobs = planned_jobs(tmp_path, "--config", "stack_seeds=true")
-    # one job per method and setting (sVAE+ has two), one more for each competing setting's replicates
-    assert jobs["train_stacked_simulation"] == 6 and "train" not in jobs
-    assert jobs["train_stacked_simulation_replicates"] == 2 and "train_replicate" not in jobs
-    # and one transfer job per method and setting for the runs of both seeds
-    assert jobs["transfer_stacked_simulation"] == 6 and "transfer" not in jobs and jobs["evaluate"] == 12
-    run = "results/simulation/tiny/seed{}/svae_plus/p4_alpha10"
-    snakemake(*[run.format(s) + "/metrics.json" for s in (0, 1)], "--cores", "2", "--directory", str(tmp_path),
-              "--configfile", str(TINY), "--config", "stack_seeds=true", "seeds=[0,1]", "methods=[svae_plus]")
+def test_stacked_jobs_train_the_seeds_settings_and_replicates_of_a_method(tmp_path):
+    """stack_models: the seeds, settings and replicates of a method train in stacked jobs of
+    at most stack_models models, the runs' transfers likewise; the later steps read their
+    outputs as those of one-model jobs."""
+    jobs = planned_jobs(tmp_path, "--config", "stack_models=16")
+    # default config: one job per method (sVAE: 2 lambdas x 2 seeds x 3 replicates = 12 models)
+    assert stacked_jobs(jobs) == {"train_simulation": 5, "transfer_simulation": 5, "train_replogle": 0,
+                                  "transfer_replogle": 0}
+    assert not {"train", "train_replicate", "transfer"} & set(jobs) and jobs["evaluate"] == 12
+    # sVAE+ at 2 alphas x 2 seeds x 3 replicates = 12 models in stacks of 4: 3 training jobs,
+    # and its 4 runs' transfer in 1
+    config = ("--configfile", str(TINY), "--config", "stack_models=4", "seeds=[0,1]", "methods=[svae_plus]")
+    assert stacked_jobs(planned_jobs(tmp_path, *config))["train_simulation"] == 3
+    runs = [f"results/simulation/tiny/seed{s}/svae_plus/p4_alpha{a}" for s in (0, 1) for a in (10, 30)]
+    snakemake(*[run + "/metrics.json" for run in runs], "--cores", "2", "--directory", str(tmp_path), *config)
     weights = []
-    for seed in (0, 1):
-        folder = tmp_path / run.format(seed)
+    for run in runs:
+        folder = tmp_path / run
         info = json.loads((folder / "train_info.json").read_text())
-        assert info["stacked_models"] == 2 and info["epochs_run"] == 4
+        assert info["stacked_models"] == 4 and info["epochs_run"] == 4
+        # each run trained with its own setting (and kept it)
+        assert json.loads((folder / "model.json").read_text())["alpha"] == float(run.rsplit("alpha", 1)[1])
         hist = pd.read_csv(folder / "history.tsv", sep="\t")
         assert list(hist["epoch"]) == [1, 2, 3, 4] and np.isfinite(hist["elbo_val"]).all()
         assert np.isfinite(json.loads((folder / "metrics.json").read_text())["mcc_pearson"])
         weights.append(torch.load(folder / "model.pt", weights_only=True)["decoder.0.weight"])
-    assert not torch.equal(*weights)  # two seeds, two datasets: two models
-    for seed in (0, 1):  # the stacked transfer wrote each run's held-out scores and models
-        heldout = json.loads((tmp_path / run.format(seed) / "transfer" / "heldout.json").read_text())
+        heldout = json.loads((folder / "transfer" / "heldout.json").read_text())  # the stacked transfer's
         assert np.isfinite(heldout["inll"]) and heldout["retrain_epochs_run"] >= 1
-        assert (tmp_path / run.format(seed) / "transfer" / "finetuned.pt").exists()
-    # the replicates of both seeds (2 each) in one more stack, scored by UDR
-    replicate = json.loads((tmp_path / run.format(0) / "replicate2" / "train_info.json").read_text())
-    assert replicate["stacked_models"] == 4
-    assert json.loads((tmp_path / run.format(1) / "metrics.json").read_text())["udr_models"] == 3
-    assert (tmp_path / "results/logs/train/simulation/tiny/stacked/svae_plus/p4_alpha10.benchmark.tsv").exists()
-    assert (tmp_path / "results/logs/transfer/simulation/tiny/stacked/svae_plus/p4_alpha10.benchmark.tsv").exists()
+        assert json.loads((folder / "transfer" / "finetuned.json").read_text())["alpha"] == info_alpha(folder)
+        assert json.loads((folder / "metrics.json").read_text())["udr_models"] == 3
+        assert json.loads((folder / "replicate2" / "train_info.json").read_text())["stacked_models"] == 4
+    assert len({w.sum().item() for w in weights}) == 4  # four runs, four models
+    logs = tmp_path / "results" / "logs"
+    assert (logs / "train" / "stacked" / "simulation_tiny_svae_plus_p4_part3.benchmark.tsv").exists()
+    assert (logs / "transfer" / "stacked" / "simulation_tiny_svae_plus_p4.benchmark.tsv").exists()
     assert not list((tmp_path / "results" / "checkpoints").rglob("*.pt"))  # removed once done
 
 
-def test_stacked_training_refuses_batch_norm(tmp_path):
+def info_alpha(folder) -> float:
+    return json.loads((folder / "model.json").read_text())["alpha"]
+
+
+def test_stacked_training_refuses_batch_norm_and_names_a_renamed_key(tmp_path):
     res = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(TINY), "--config",
-                    "stack_seeds=true", "model={'batch_norm': True}", check=False)
+                    "stack_seeds=true", check=False)
+    assert res.returncode != 0 and "stack_seeds: replaced by stack_models" in res.stdout + res.stderr
+    res = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(TINY), "--config",
+                    "stack_models=4", "model={'batch_norm': True}", check=False)
     assert res.returncode != 0 and "model.batch_norm" in res.stdout + res.stderr
 
 
@@ -360,11 +384,14 @@ def test_slurm_profile_dry_run_gives_training_a_gpu(tmp_path):
         assert "gpu=1" in line and "slurm_partition=gpu" in line, line
     for line in resources["simulate"] + resources["summarize"]:
         assert "gpu=1" not in line and "slurm_partition=cpu" in line, line
-    # the paper configuration stacks seeds: its stacked training jobs get the GPU too
-    stacked = planned("simulation", "--configfile", PAPER)
-    lines = (stacked["train_stacked_simulation"] + stacked["train_stacked_simulation_replicates"]
-             + stacked["transfer_stacked_simulation"])
-    assert len(lines) == 17 + 12 + 17 and all("gpu=1" in line for line in lines)
+    # the paper configuration stacks: its stacked jobs, named by the workflow, take the
+    # profile's settings of train and transfer (the GPU partition)
+    stacked = planned("--configfile", PAPER)
+    lines = [line for rule, found in stacked.items() if rule.startswith(("train_stack_", "transfer_stack_"))
+             for line in found]
+    # simulation: 17 training and 6 transfer jobs; Replogle: 45 of each (one model each)
+    assert len(lines) == 17 + 6 + 45 + 45
+    assert all("gpu=1" in line and "slurm_partition=gpu" in line for line in lines)
 
 
 def test_default_profile_is_read(tmp_path):

@@ -75,7 +75,7 @@ def ablation_config(name: str, seeds: list[int]) -> dict:
     # one model per job in every ablation: the released code's BatchNorm cannot be stacked,
     # and the baseline must draw its random numbers the same way as the changed runs
     cfg.update(seeds=seeds, methods=METHODS, hyperparameters=FIXED, simulations=[sim],
-               stack_seeds=False, results=str(OUT / name))
+               stack_models=1, results=str(OUT / name))
     return merge(cfg, overrides)
 
 

@@ -28,7 +28,7 @@ def validate_config():
 
 def coerce_cli_numbers():
     """`--config seeds=[0]` passes list items as strings: read numeric ones as numbers
-    (and `--config stack_seeds=true` or `verbose=true` as a boolean)."""
+    (and `--config verbose=true` as a boolean)."""
 
     def number(value):
         if isinstance(value, str):
@@ -41,9 +41,11 @@ def coerce_cli_numbers():
                     return value
         return value
 
-    for key in ("stack_seeds", "verbose"):
+    for key in ("verbose",):
         if config.get(key) in ("true", "false", "True", "False"):
             config[key] = config[key].lower() == "true"
+    if isinstance(config.get("stack_models"), str) and config["stack_models"].isdigit():
+        config["stack_models"] = int(config["stack_models"])
     if isinstance(config.get("seeds"), list):
         config["seeds"] = [number(v) for v in config["seeds"]]
     for key, values in (config.get("hyperparameters") or {}).items():
@@ -51,6 +53,16 @@ def coerce_cli_numbers():
             config["hyperparameters"][key] = [number(v) for v in values]
 
 
+def check_renamed_keys():
+    """Keys of earlier versions, named with what replaces them."""
+    if "stack_seeds" in config:
+        raise WorkflowError(
+            "config key stack_seeds: replaced by stack_models (1: one model per job; N: the "
+            "seeds, settings and replicates of a method trained in stacks of up to N models)"
+        )
+
+
+check_renamed_keys()
 coerce_cli_numbers()
 validate_config()
 
@@ -116,13 +128,11 @@ def check_simulations():
 
 
 def check_stacking():
-    """Stacked training (stack_seeds) has no BatchNorm: say which key conflicts."""
-    if not config["stack_seeds"]:
-        return
-    if config["model"]["batch_norm"]:
+    """Stacked training (stack_models > 1) has no BatchNorm: say which key conflicts."""
+    if config["stack_models"] > 1 and config["model"]["batch_norm"]:
         raise WorkflowError(
-            "config key model.batch_norm: BatchNorm is not available with stack_seeds: true "
-            "(its running statistics are not kept in a stack; set stack_seeds to false)"
+            "config key model.batch_norm: BatchNorm is not available in stacked jobs "
+            "(its running statistics are not kept in a stack; set stack_models to 1)"
         )
 
 
@@ -274,7 +284,7 @@ def replicate_seed(seed, replicate):
 def heldout_scores(wildcards):
     """A run's held-out scores (the transfer job's), unless its simulation setting has
     ``transfer: false``."""
-    if wildcards.arm == "simulation" and not SIMULATIONS[wildcards.dataset]["transfer"]:
+    if not transfers(wildcards.arm, wildcards.dataset):
         return []
     return f"{RUN_DIR}/transfer/heldout.json".format(**dict(wildcards.items()))
 
@@ -305,47 +315,90 @@ def dataset_path(wildcards):
     return f"{REPLOGLE_DIR}/{wildcards.dataset}/data.h5ad"
 
 
-def stacked_wildcards(wildcards, arm, seed):
-    """The wildcards of a stacked training job (no arm, no seed) completed for one run."""
-    return SimpleNamespace(**dict(wildcards.items()), arm=arm, seed=seed)
+def transfers(arm, dataset):
+    """Whether the runs on ``dataset`` go through the transfer protocol (a simulation setting
+    with ``transfer: false`` does not)."""
+    return arm != "simulation" or SIMULATIONS[dataset]["transfer"]
 
 
-def stacked_members(arm, replicates):
-    """The models of a stacked training job of ``arm``: (seed, replicate) of every seed's
-    run (``replicates`` false), or of every seed's replicates 1.. (true)."""
-    reps = range(1, SELECTION["replicates"]) if replicates else [0]
-    return [(seed, r) for seed in ARM_SEEDS[arm] for r in reps]
-
-
-def stacked_datasets(arm, members):
-    """Input function of a stacked training job: the dataset of each of its models."""
-    return lambda wildcards: [
-        dataset_path(stacked_wildcards(wildcards, arm, seed)) for seed, _ in members
-    ]
-
-
-def stacked_params(arm, settings):
-    """``settings`` (a params function of one run) for a stacked job of ``arm``."""
-    return lambda wildcards: settings(
-        stacked_wildcards(wildcards, arm, ARM_SEEDS[arm][0])
-    )
-
-
-def stacked_member_params(arm, members, settings):
-    """``settings`` of every model of a stacked job of ``arm``, one dict per model."""
-    return lambda wildcards: [
-        settings(stacked_wildcards(wildcards, arm, seed)) for seed, _ in members
-    ]
-
-
-def stacked_outputs(arm, members, name):
-    """Output ``name`` of every model of a stacked job of ``arm``."""
+def chunks(members, size):
+    """``members`` cut into the fewest consecutive chunks of at most ``size``, of near-equal size."""
+    n = -(-len(members) // size)
     return [
-        f"{RESULTS}/{arm}/{{dataset}}/seed{seed}/{{method}}/{{hp}}/"
-        + (f"replicate{r}/" if r else "")
-        + name
-        for seed, r in members
+        members[i * len(members) // n : (i + 1) * len(members) // n] for i in range(n)
     ]
+
+
+def stacks(transfer):
+    """The stacked jobs (config key stack_models): job id -> its models, each the
+    wildcards of one run or replicate. A job holds the seeds, settings and replicates of one
+    method on one dataset and latent dimension (for the transfer, the runs only), at most
+    stack_models of them."""
+    groups = {}
+    for (arm, dataset, method, hp), run in RUNS.items():
+        if transfer and not transfers(arm, dataset):
+            continue
+        replicates = 1 if transfer else n_replicates(arm, dataset, method, hp)
+        for seed in ARM_SEEDS[arm]:
+            for r in range(replicates):
+                member = SimpleNamespace(
+                    arm=arm,
+                    dataset=dataset,
+                    method=method,
+                    hp=hp,
+                    seed=seed,
+                    replicate=r,
+                )
+                key = (arm, dataset, method, run["n_latent"])
+                groups.setdefault(key, []).append(member)
+    jobs = {}
+    for (arm, dataset, method, n_latent), members in groups.items():
+        parts = chunks(members, config["stack_models"])
+        for k, part in enumerate(parts):
+            part_id = f"_part{k + 1}" if len(parts) > 1 else ""
+            jobs[f"{arm}_{dataset}_{method}_p{n_latent}{part_id}"] = part
+    return jobs
+
+
+def member_path(member, name):
+    """File ``name`` of a run or replicate of a stacked job."""
+    folder = RUN_DIR.format(**vars(member))
+    if member.replicate:
+        folder += f"/replicate{member.replicate}"
+    return f"{folder}/{name}"
+
+
+def member_train_settings(member):
+    return {
+        **arm_config(member)["train"],
+        "seed": replicate_seed(member.seed, member.replicate),
+    }
+
+
+def profile_settings(rule_name):
+    """Threads and resources that a profile's set-threads / set-resources give the one-model
+    rule ``rule_name``: the stacked jobs of its step, whose names are generated, take them
+    too (the SLURM profile's GPU partition, for instance)."""
+    settings = workflow.resource_settings
+
+    def plain(value):  # Snakemake holds them as Resource objects
+        return getattr(value, "raw", value)
+
+    threads = plain(settings.overwrite_threads.get(rule_name))
+    resources = {
+        key: plain(value)
+        for key, value in dict(settings.overwrite_resources.get(rule_name, {})).items()
+    }
+    return threads, resources
+
+
+def stacked_threads(step):
+    threads, _ = profile_settings(step)
+    return threads if isinstance(threads, int) else config["resources"][step]["threads"]
+
+
+def stacked_resources(step):
+    return {**job_resources(step), **profile_settings(step)[1]}
 
 
 def simulation_settings(wildcards):

@@ -1,4 +1,4 @@
-if not config["stack_seeds"]:
+if config["stack_models"] == 1:
 
     rule transfer:
         input:
@@ -34,57 +34,56 @@ if not config["stack_seeds"]:
 
 else:
 
-    # With stack_seeds, the runs of every seed of one method and setting go through the
-    # transfer protocol together: steps 2 and 3 trained as one batched model.
-    for _arm in ARM_SEEDS:
-        _members = stacked_members(_arm, False)
-        _name = f"{_arm}/{{dataset}}/stacked/{{method}}/{{hp}}"
+    # The transfer protocol of the runs of a stacked training job's groups, steps 2 and 3
+    # trained as one batched model (config key stack_models).
+    for _job, _members in stacks(True).items():
 
         rule:
             name:
-                f"transfer_stacked_{_arm}"
+                f"transfer_stack_{_job}"
             input:
-                data=stacked_datasets(_arm, _members),
-                weights=stacked_outputs(_arm, _members, "model.pt"),
-                config=stacked_outputs(_arm, _members, "model.json"),
-                info=stacked_outputs(_arm, _members, "train_info.json"),
+                data=[dataset_path(m) for m in _members],
+                weights=[member_path(m, "model.pt") for m in _members],
+                config=[member_path(m, "model.json") for m in _members],
+                info=[member_path(m, "train_info.json") for m in _members],
             output:
-                summary=stacked_outputs(_arm, _members, "transfer/heldout.json"),
-                per_perturbation=stacked_outputs(
-                    _arm, _members, "transfer/heldout_perturbations.tsv"
-                ),
-                retrained_weights=stacked_outputs(
-                    _arm, _members, "transfer/retrained.pt"
-                ),
-                retrained_config=stacked_outputs(
-                    _arm, _members, "transfer/retrained.json"
-                ),
-                finetuned_weights=stacked_outputs(
-                    _arm, _members, "transfer/finetuned.pt"
-                ),
-                finetuned_config=stacked_outputs(
-                    _arm, _members, "transfer/finetuned.json"
-                ),
-                retrain_history=stacked_outputs(
-                    _arm, _members, "transfer/retrain_history.tsv"
-                ),
-                finetune_history=stacked_outputs(
-                    _arm, _members, "transfer/finetune_history.tsv"
-                ),
+                summary=[member_path(m, "transfer/heldout.json") for m in _members],
+                per_perturbation=[
+                    member_path(m, "transfer/heldout_perturbations.tsv")
+                    for m in _members
+                ],
+                retrained_weights=[
+                    member_path(m, "transfer/retrained.pt") for m in _members
+                ],
+                retrained_config=[
+                    member_path(m, "transfer/retrained.json") for m in _members
+                ],
+                finetuned_weights=[
+                    member_path(m, "transfer/finetuned.pt") for m in _members
+                ],
+                finetuned_config=[
+                    member_path(m, "transfer/finetuned.json") for m in _members
+                ],
+                retrain_history=[
+                    member_path(m, "transfer/retrain_history.tsv") for m in _members
+                ],
+                finetune_history=[
+                    member_path(m, "transfer/finetune_history.tsv") for m in _members
+                ],
             log:
-                f"{LOG_DIR}/transfer/{_name}.log",
+                f"{LOG_DIR}/transfer/stacked/{_job}.log",
             benchmark:
-                f"{LOG_DIR}/transfer/{_name}.benchmark.tsv"
+                f"{LOG_DIR}/transfer/stacked/{_job}.benchmark.tsv"
             conda:
                 "../../envs/model.yaml"
-            threads: config["resources"]["transfer"]["threads"]
+            threads: stacked_threads("transfer")
             resources:
-                **job_resources("transfer"),
+                **stacked_resources("transfer"),
             params:
-                train=stacked_member_params(_arm, _members, train_settings),
-                transfer=stacked_params(_arm, transfer_settings),
+                train=[member_train_settings(m) for m in _members],
+                transfer=transfer_settings(_members[0]),
                 device=config["device"],
-                checkpoint=f"{RESULTS}/checkpoints/{_name}.transfer.pt",
+                checkpoint=f"{RESULTS}/checkpoints/stacked/{_job}.transfer.pt",
             script:
                 "../scripts/transfer_stacked.py"
 

@@ -1,4 +1,4 @@
-if not config["stack_seeds"]:
+if config["stack_models"] == 1:
 
     rule train:
         input:
@@ -49,41 +49,35 @@ if not config["stack_seeds"]:
 
 else:
 
-    # One job per arm, dataset, method and setting trains the runs of all the arm's
-    # seeds together (config key stack_seeds), a second one their replicates (when the
-    # setting competes with others of its method); the outputs are those of the one-run jobs.
-    for _arm in ARM_SEEDS:
-        for _replicates in (False, True):
-            _members = stacked_members(_arm, _replicates)
-            _name = f"{_arm}/{{dataset}}/stacked/{{method}}/{{hp}}" + (
-                "_replicates" if _replicates else ""
-            )
+    # Stacked jobs (config key stack_models): each trains several runs and replicates of one
+    # method on one dataset and latent dimension (seeds and swept settings) as one batched
+    # model; the outputs are those of the one-model jobs.
+    for _job, _members in stacks(False).items():
 
-            rule:
-                name:
-                    f"train_stacked_{_arm}" + ("_replicates" if _replicates else "")
-                input:
-                    data=stacked_datasets(_arm, _members),
-                output:
-                    weights=stacked_outputs(_arm, _members, "model.pt"),
-                    config=stacked_outputs(_arm, _members, "model.json"),
-                    history=stacked_outputs(_arm, _members, "history.tsv"),
-                    latents=stacked_outputs(_arm, _members, "latents.npz"),
-                    info=stacked_outputs(_arm, _members, "train_info.json"),
-                log:
-                    f"{LOG_DIR}/train/{_name}.log",
-                benchmark:
-                    f"{LOG_DIR}/train/{_name}.benchmark.tsv"
-                conda:
-                    "../../envs/model.yaml"
-                threads: config["resources"]["train"]["threads"]
-                resources:
-                    **job_resources("train"),
-                params:
-                    model=stacked_params(_arm, model_settings),
-                    train=stacked_params(_arm, train_settings),
-                    seeds=[replicate_seed(seed, r) for seed, r in _members],
-                    device=config["device"],
-                    checkpoint=f"{RESULTS}/checkpoints/{_name}.pt",
-                script:
-                    "../scripts/train_stacked.py"
+        rule:
+            name:
+                f"train_stack_{_job}"
+            input:
+                data=[dataset_path(m) for m in _members],
+            output:
+                weights=[member_path(m, "model.pt") for m in _members],
+                config=[member_path(m, "model.json") for m in _members],
+                history=[member_path(m, "history.tsv") for m in _members],
+                latents=[member_path(m, "latents.npz") for m in _members],
+                info=[member_path(m, "train_info.json") for m in _members],
+            log:
+                f"{LOG_DIR}/train/stacked/{_job}.log",
+            benchmark:
+                f"{LOG_DIR}/train/stacked/{_job}.benchmark.tsv"
+            conda:
+                "../../envs/model.yaml"
+            threads: stacked_threads("train")
+            resources:
+                **stacked_resources("train"),
+            params:
+                model=[model_settings(m) for m in _members],
+                train=[member_train_settings(m) for m in _members],
+                device=config["device"],
+                checkpoint=f"{RESULTS}/checkpoints/stacked/{_job}.pt",
+            script:
+                "../scripts/train_stacked.py"

@@ -1,4 +1,4 @@
-"""Rule adapter: train the runs of every seed of one method and setting as one batched model."""
+"""Rule adapter: train several runs of one method (seeds, settings, replicates) as one batched model."""
 
 import sys
 
@@ -15,7 +15,6 @@ train_stacked_from_files(
     list(snakemake.input.data),
     snakemake.params.model,
     snakemake.params.train,
-    snakemake.params.seeds,
     snakemake.params.device,
     snakemake.params.checkpoint,
     {key: list(paths) for key, paths in snakemake.output.items()},

@@ -13,7 +13,7 @@ The paper simulation has 100 perturbations x 250 cells, 20 of them held out:
 20,000 training cells x 100 genes, of which 18,000 are trained on after the 10%
 validation split. With ``--models 1`` each method is trained by ``train_run``, as in the
 pipeline; with ``--models N`` N models of the method (seeds 0..N-1) are trained together
-by ``train_stacked``, as with ``stack_seeds: true``. Every combination of ``--batch-size`` and
+by ``train_stacked``, as in the stacked jobs (``stack_models``). Every combination of ``--batch-size`` and
 ``--models`` is a row per method. The loop times each epoch's minibatch loop itself
 (``train_seconds`` in the history, excluding the validation pass); the first epoch, which
 pays one-off allocation costs, is reported separately and left out of the median.
@@ -26,6 +26,7 @@ Peak memory is the process's resident set on CPU, the allocator's peak on CUDA.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import platform
 import resource
 import sys
@@ -76,11 +77,12 @@ def peak_memory_gb(device: torch.device) -> float:
 def time_method(adata, model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device, n_models: int):
     """Seconds of each epoch's minibatch loop, per model: one model through ``train_run``
     as in the pipeline, or ``n_models`` models (seeds 0..n-1 on the same data) stacked
-    through ``train_stacked``, as with ``stack_seeds: true``."""
+    through ``train_stacked``, as in the stacked jobs (``stack_models``)."""
     if n_models == 1:
         _, history, _, _ = train_run(adata, model_cfg, train_cfg, str(device))
     else:
-        runs = train_stacked([adata] * n_models, model_cfg, train_cfg, list(range(n_models)), str(device))
+        runs = train_stacked([adata] * n_models, [model_cfg] * n_models,
+                             [replace(train_cfg, seed=s) for s in range(n_models)], str(device))
         history = runs[0][1]  # its seconds are the stack's per epoch / n_models
     return history["train_seconds"]
 

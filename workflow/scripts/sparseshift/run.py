@@ -203,36 +203,39 @@ def save_run(model, history, latents, info, adata, outputs: dict) -> None:
 
 def train_stacked(
     adatas: list,
-    model_cfg: ModelConfig,
-    train_cfg: TrainConfig,
-    seeds: list[int],
+    model_cfgs: list[ModelConfig],
+    train_cfgs: list[TrainConfig],
     device: str = "auto",
     checkpoint: str | Path | None = None,
     paths: list[str] | None = None,
 ) -> list[tuple[SparseShiftVAE, pd.DataFrame, np.ndarray, dict]]:
-    """:func:`train_run` for the runs of ``seeds`` (run i on ``adatas[i]``, seeded by
-    ``seeds[i]``), trained together as one batched model (:func:`sparseshift.batched.fit_many`).
+    """:func:`train_run` for several runs (run i: ``adatas[i]``, ``model_cfgs[i]``,
+    ``train_cfgs[i]``), trained together as one batched model
+    (:func:`sparseshift.batched.fit_many`): the seeds, settings and replicates of a method.
 
+    The runs may differ in their seed and in the swept weights (beta, lambda, alpha) only.
     Each run starts from the same initial weights and validation split as its
     :func:`train_run`; its random draws differ, so its numbers are not those of the
     one-model run. ``train_seconds`` of each run is the stack's time divided by its size. A
     model of the stack that diverges stops them all (:class:`TrainingDiverged` names it).
     """
+    seeds = [c.seed for c in train_cfgs]
+    if any(replace(c, seed=0) != replace(train_cfgs[0], seed=0) for c in train_cfgs):
+        raise ValueError("train_stacked: the runs of a stack must share their training settings but the seed")
     dev = select_device(device)
     paths = paths or ["<dataset>"] * len(adatas)
     runs = [
-        new_run(adata, model_cfg, replace(train_cfg, seed=seed), dev, path)
-        for adata, seed, path in zip(adatas, seeds, paths)
+        new_run(adata, model_cfg, train_cfg, dev, path)
+        for adata, model_cfg, train_cfg, path in zip(adatas, model_cfgs, train_cfgs, paths)
     ]
     histories = fit_many(
         [model for _, model in runs], [d.x for d, _ in runs], [d.labels for d, _ in runs],
-        [d.train_cells for d, _ in runs], [d.val_cells for d, _ in runs],
-        replace(train_cfg, seed=seeds[0]), seeds, checkpoint,
+        [d.train_cells for d, _ in runs], [d.val_cells for d, _ in runs], train_cfgs[0], seeds, checkpoint,
     )
     out = []
     for i, ((data, model), history) in enumerate(zip(runs, histories)):
         try:
-            latents, info = finish_run(model, history, data, train_cfg.lr)
+            latents, info = finish_run(model, history, data, train_cfgs[i].lr)
         except TrainingDiverged as err:
             raise err.update(member=i)
         out.append((model, history, latents, {**info, "stacked_models": len(runs)}))
@@ -283,23 +286,23 @@ def train_from_files(
 
 
 def train_stacked_from_files(
-    data_paths: list, model_settings: dict, train_settings: dict, seeds: list[int], device: str,
-    checkpoint, outputs: dict,
+    data_paths: list, model_settings: list[dict], train_settings: list[dict], device: str, checkpoint,
+    outputs: dict,
 ) -> None:
-    """The stacked training job: the runs of every seed of one method and setting
-    (:func:`train_stacked`). ``data_paths[i]`` is seed ``seeds[i]``'s dataset (the same
-    file for every seed of a Replogle fold, read once) and each entry of ``outputs`` a
-    list with one path per seed."""
+    """The stacked training job: several runs of one method (seeds, settings, replicates)
+    trained as one batched model (:func:`train_stacked`). Run i trains on ``data_paths[i]``
+    (a file shared by several runs is read once) with ``model_settings[i]`` and
+    ``train_settings[i]``; each entry of ``outputs`` is a list with one path per run."""
     folders = [run_folder(path) for path in outputs["weights"]]
-    train_cfg = TrainConfig(**train_settings)
+    train_cfgs = [TrainConfig(**settings) for settings in train_settings]
     name = f"{folders[0]} and {len(folders) - 1} more" if len(folders) > 1 else folders[0]
-    log.info("train %s (stacked): start, %d epochs", name, train_cfg.epochs, extra=CONSOLE)
+    log.info("train %s (stacked): start, %d epochs", name, train_cfgs[0].epochs, extra=CONSOLE)
     files = {path: read_dataset(path) for path in dict.fromkeys(data_paths)}
     adatas = [files[path] for path in data_paths]
-    model_cfg = run_model_config(adatas[0], data_paths[0], model_settings)
+    model_cfgs = [run_model_config(a, p, m) for a, p, m in zip(adatas, data_paths, model_settings)]
     Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
     with diverging(folders, checkpoint):
-        runs = train_stacked(adatas, model_cfg, train_cfg, seeds, device, checkpoint, [str(p) for p in data_paths])
+        runs = train_stacked(adatas, model_cfgs, train_cfgs, device, checkpoint, [str(p) for p in data_paths])
     for i, (adata, (model, history, latents, info)) in enumerate(zip(adatas, runs)):
         save_run(model, history, latents, info, adata, {key: paths[i] for key, paths in outputs.items()})
     Path(checkpoint).unlink(missing_ok=True)
