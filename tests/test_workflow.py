@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from sparseshift.methods import METHODS
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
@@ -70,9 +71,14 @@ def stacked_jobs(jobs: dict) -> dict:
 @pytest.mark.parametrize(
     "args, targets, n_sim, n_datasets, n_replogle, n_transferred, n_jobs",
     [
-        # default: 6 runs (sVAE at 2 lambdas) x 2 seeds on one simulation setting, one job
-        # per run and one per replicate (2 more for each competing sVAE setting)
-        ((), (), 6 * 2, 2, 0, 12, {"train": 12, "train_replicate": 2 * 2 * 2, "transfer": 12}),
+        # default: 6 runs (sVAE at 2 lambdas) x 2 seeds on one simulation setting and 2 more
+        # for each competing sVAE setting; stacks of up to 16: one job per method (sVAE: 12
+        # models), and one transfer job per method
+        ((), (), 6 * 2, 2, 0, 12,
+         {"train_simulation": 5, "transfer_simulation": 5, "train_replogle": 0, "transfer_replogle": 0}),
+        # one model per job: one job per run and one per replicate
+        (("--config", "stack_models=1"), (), 6 * 2, 2, 0, 12,
+         {"train": 12, "train_replicate": 2 * 2 * 2, "transfer": 12}),
         # paper (stack_models: 16): per seed, 17 runs (on the p = 15 setting VAE, iVAE, beta-VAE
         # at 3 betas, sVAE at 3 lambdas, sVAE+ at 6 alphas; sVAE+ at p = 5, 10, 20) on 4
         # settings, and 2 replicates of each of the 12 competing settings. Stacks of at most 16
@@ -91,14 +97,15 @@ def test_dry_run_plans_every_run(tmp_path, args, targets, n_sim, n_datasets, n_r
     jobs = planned_jobs(tmp_path, *args, targets=targets)
     n_runs = n_sim + n_replogle
     assert jobs["evaluate"] == jobs["enrichment"] == n_runs
-    if args:  # stacked; the p sweep (transfer: false) has no transfer
-        assert stacked_jobs(jobs) == n_jobs and not {"train", "train_replicate", "transfer"} & set(jobs)
-    else:
+    if "train" in n_jobs:  # one model per job
         assert {k: v for k, v in jobs.items() if k.startswith(("train", "transfer"))} == n_jobs
         assert jobs["transfer"] == n_transferred
+    else:  # stacked; the paper's p sweep (transfer: false) has no transfer
+        assert stacked_jobs(jobs) == n_jobs and not {"train", "train_replicate", "transfer"} & set(jobs)
     assert jobs["simulate"] == n_datasets
-    sweeps = 2 if args else 0  # the paper config sweeps p (Table 4) and alpha (Figure 4)
-    n_settings = 4 if args else 1
+    paper = PAPER in args
+    sweeps = 2 if paper else 0  # the paper config sweeps p (Table 4) and alpha (Figure 4)
+    n_settings = 4 if paper else 1
     assert jobs["run_figures"] == 3 * n_settings  # target graphs, shifts, curves of the first seed
     if n_replogle:  # the 66 GB file and Table S3 are downloaded, then preprocessed once
         assert jobs["download"] == 2 and jobs["preprocess_replogle"] == 1 and jobs["replogle_fold"] == 9
@@ -151,34 +158,44 @@ def tiny_run(tmp_path_factory):
 
 
 def test_the_console_shows_jobs_and_the_logs_every_epoch(tiny_run):
-    """Per training job a start and a finish line on the console; the epochs in its log only."""
+    """Per training job a start and a finish line on the console; the epochs in its log only.
+    The tiny run stacks (the default): one training job per method, sVAE+ holding its 2
+    settings x 3 replicates."""
     console = (tiny_run.parent / "console.txt").read_text()
     assert not re.search(r"epoch \d+/\d+", console)
-    train_logs = sorted((tiny_run / "logs" / "train").rglob("*.log"))
-    assert len(train_logs) == 6 + 4  # the runs and the replicates of the competing sVAE+ settings
+    train_logs = sorted((tiny_run / "logs" / "train" / "stacked").glob("*.log"))
+    assert [log.stem for log in train_logs] == [f"simulation_tiny_{m}_p4" for m in sorted(METHODS)]
     for log in train_logs:
-        run = "results/simulation/" + str(log.relative_to(tiny_run / "logs" / "train" / "simulation"))[:-4]
-        assert len(re.findall(r"epoch \d+/4 ", log.read_text())) == 4, log
-        assert f"train {run}: start, 4 epochs" in console
-        assert re.search(rf"train {re.escape(run)}: done, 4 epochs in [0-9.]+ s, validation ELBO -[0-9.]+", console)
+        n = 6 if "svae_plus" in log.name else 1
+        assert len(re.findall(rf"epoch \d+/4 of {n} stacked models", log.read_text())) == 4, log
+    first = "results/simulation/tiny/seed0/svae_plus/p4_alpha10"
+    assert f"train {first} and 5 more (stacked): start, 4 epochs" in console
+    assert re.search(rf"train {first} and 5 more \(stacked\): done, 4 epochs in [0-9.]+ s, validation ELBO( -[0-9.]+){{6}}",
+                     console)
+    assert len(re.findall(r"\(stacked\): done, 4 epochs", console)) == 5
     for log in (tiny_run / "logs").rglob("*.log"):
         assert "mask_density nan" not in log.read_text(), log
-    assert "transfer results/simulation/tiny/seed0/vae/p4: done, " in console
+    assert re.search(r"transfer results/simulation/tiny/seed0/vae/p4 \(stacked\): done, I-NLL [0-9.]+", console)
 
 
-def test_a_diverging_run_fails_its_training_job_once_writing_no_model(tmp_path):
+@pytest.mark.parametrize("stack_models", [1, 16])
+def test_a_diverging_run_fails_its_training_job_once_writing_no_model(tmp_path, stack_models):
     lr = tmp_path / "lr.yaml"
-    lr.write_text("train:\n  lr: 1.0e+5\n")
+    lr.write_text(f"train:\n  lr: 1.0e+5\nstack_models: {stack_models}\n")
     target = "results/simulation/tiny/seed0/vae/p4/model.pt"
     res = snakemake(target, "--cores", "1", "--directory", str(tmp_path), "--configfile", str(TINY), str(lr),
                     check=False)
     console = res.stdout + res.stderr
-    message = ("training of run results/simulation/tiny/seed0/vae/p4 diverged: the training loss became "
+    stacked = " (model 0 of its stack)" if stack_models > 1 else ""
+    message = (f"training of run results/simulation/tiny/seed0/vae/p4{stacked} diverged: the training loss became "
                "non-finite in epoch 1 (learning rate 100000); try a lower learning rate (config key train.lr, "
                "replogle.train.lr on the Replogle arm)")
-    assert res.returncode != 0 and "Error in rule train:" in console
+    rule = "train_stack_simulation_tiny_vae_p4" if stack_models > 1 else "train"
+    assert res.returncode != 0 and f"Error in rule {rule}:" in console
     assert console.count(message) == 1 and "Trying to restart" not in console  # not retried
-    log = (tmp_path / "results" / "logs" / "train" / "simulation" / "tiny" / "seed0" / "vae" / "p4.log").read_text()
+    logs = tmp_path / "results" / "logs" / "train"
+    log = (logs / "stacked" / "simulation_tiny_vae_p4.log" if stack_models > 1
+           else logs / "simulation" / "tiny" / "seed0" / "vae" / "p4.log").read_text()
     assert message in log.splitlines()[-1] and "Traceback" in log  # the log ends with the error
     assert not list((tmp_path / "results").rglob("*.pt"))  # no model, no checkpoint
 
@@ -377,7 +394,7 @@ def test_slurm_profile_dry_run_gives_training_a_gpu(tmp_path):
                 resources.setdefault(rule.group(1), []).append(found.group(1))
         return resources
 
-    resources = planned()
+    resources = planned("--config", "stack_models=1")  # one model per job
     assert len(resources["train"]) == 12 and len(resources["transfer"]) == 12
     assert len(resources["train_replicate"]) == 8
     for line in resources["train"] + resources["train_replicate"] + resources["transfer"]:
@@ -431,7 +448,7 @@ def test_a_setting_without_transfer_is_evaluated_and_drawn_without_i_nll(tmp_pat
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(tmp_path, "--configfile", str(path), targets=("simulation",))
-    assert jobs["transfer"] == 1 and jobs["evaluate"] == 2
+    assert stacked_jobs(jobs)["transfer_simulation"] == 1 and jobs["evaluate"] == 2
     snakemake("simulation", "--cores", "2", "--directory", str(tmp_path), "--configfile", str(path))
     summary = pd.read_csv(tmp_path / "results" / "simulation" / "summary.tsv", sep="\t").set_index("simulation")
     assert np.isnan(summary.loc["tinyp3", "inll"]) and np.isfinite(summary.loc["tiny", "inll"])

@@ -362,10 +362,8 @@ def stacks(transfer):
 
 def member_path(member, name):
     """File ``name`` of a run or replicate of a stacked job."""
-    folder = RUN_DIR.format(**vars(member))
-    if member.replicate:
-        folder += f"/replicate{member.replicate}"
-    return f"{folder}/{name}"
+    folder = REPLICATE_DIR if member.replicate else RUN_DIR
+    return f"{folder}/{name}".format(**vars(member))
 
 
 def member_train_settings(member):
@@ -376,9 +374,9 @@ def member_train_settings(member):
 
 
 def profile_settings(rule_name):
-    """Threads and resources that a profile's set-threads / set-resources give the one-model
-    rule ``rule_name``: the stacked jobs of its step, whose names are generated, take them
-    too (the SLURM profile's GPU partition, for instance)."""
+    """Threads and resources that a profile's set-threads / set-resources give ``rule_name``
+    (the one-model job of a step), for the stacked jobs of that step, whose names are
+    generated (the SLURM profile's GPU partition, for instance)."""
     settings = workflow.resource_settings
 
     def plain(value):  # Snakemake holds them as Resource objects
