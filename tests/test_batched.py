@@ -21,37 +21,9 @@ def models(n: int, method: str = "svae_plus", **kw) -> list[SparseShiftVAE]:
     return out
 
 
-@pytest.mark.parametrize("method", ["vae", "ivae", "svae", "svae_plus"])
-def test_each_model_of_a_stack_gets_its_own_loss_and_gradient(method):
-    """With one shared random draw, the stack's loss and gradient of model i are those
-    of model i alone: batching neither mixes the models nor changes the objective."""
-    ms = models(3, method)
-    stack = ModelStack(ms)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.poisson(torch.full((3, 16, 12), 20.0), generator=gen)
-    labels = torch.randint(0, 5, (3, 16), generator=gen)
-    torch.manual_seed(7)
-    loss, parts = stack("loss", x, labels, randomness="same", kl_weight=0.5, n_obs=100)
-    loss.sum().backward()
-    for i, model in enumerate(ms):
-        torch.manual_seed(7)
-        own, own_parts = model.loss(x[i], labels[i], kl_weight=0.5, n_obs=100)
-        own.backward()
-        torch.testing.assert_close(loss[i], own)
-        torch.testing.assert_close(parts["elbo_cells"][i], own_parts["elbo_cells"])
-        for name, param in model.named_parameters():
-            torch.testing.assert_close(stack.params[f"model.{name}"].grad[i], param.grad, msg=name)
-
-
-@pytest.mark.parametrize("method, setting", [("beta_vae", "beta"), ("svae", "lam"), ("svae_plus", "alpha")])
-def test_a_stack_of_mixed_settings_gives_each_model_its_own_loss_and_gradient(method, setting):
-    """A grid in one stack: three models of one method with different swept weights (and
-    same initial weights); model i's loss and gradients in the stack are those of model i alone."""
-    ms = []
-    for value in [2.0, 10.0, 100.0]:
-        torch.manual_seed(0)
-        cfg = ModelConfig(method=method, n_genes=12, n_latent=3, n_perturbations=5, **{setting: value})
-        ms.append(SparseShiftVAE(cfg))
+def assert_stack_matches_models(ms: list[SparseShiftVAE]) -> list[float]:
+    """With one shared random draw, the stack's loss, ELBOs, penalty and gradients of model i
+    are those of model i alone; returns the models' own losses."""
     stack = ModelStack(ms)
     gen = torch.Generator().manual_seed(0)
     x = torch.poisson(torch.full((3, 16, 12), 20.0), generator=gen)
@@ -65,10 +37,30 @@ def test_a_stack_of_mixed_settings_gives_each_model_its_own_loss_and_gradient(me
         own, own_parts = model.loss(x[i], labels[i], kl_weight=0.5, n_obs=100)
         own.backward()
         torch.testing.assert_close(loss[i], own)
+        torch.testing.assert_close(parts["elbo_cells"][i], own_parts["elbo_cells"])
         torch.testing.assert_close(parts["penalty"][i], own_parts["penalty"])
-        losses.append(float(own.detach()))
         for name, param in model.named_parameters():
             torch.testing.assert_close(stack.params[f"model.{name}"].grad[i], param.grad, msg=name)
+        losses.append(float(own.detach()))
+    return losses
+
+
+@pytest.mark.parametrize("method", ["vae", "ivae", "svae", "svae_plus"])
+def test_each_model_of_a_stack_gets_its_own_loss_and_gradient(method):
+    """Batching neither mixes the models nor changes the objective."""
+    assert_stack_matches_models(models(3, method))
+
+
+@pytest.mark.parametrize("method, setting", [("beta_vae", "beta"), ("svae", "lam"), ("svae_plus", "alpha")])
+def test_a_stack_of_mixed_settings_gives_each_model_its_own_loss_and_gradient(method, setting):
+    """A grid in one stack: three models of one method with different swept weights (and
+    same initial weights); model i's loss and gradients in the stack are those of model i alone."""
+    ms = []
+    for value in [2.0, 10.0, 100.0]:
+        torch.manual_seed(0)
+        cfg = ModelConfig(method=method, n_genes=12, n_latent=3, n_perturbations=5, **{setting: value})
+        ms.append(SparseShiftVAE(cfg))
+    losses = assert_stack_matches_models(ms)
     # same weights, same draws: the losses differ by the setting alone, so a stack that gave
     # every model model 0's value would fail the comparisons above
     assert len(set(losses)) == 3
