@@ -366,13 +366,6 @@ def member_path(member, name):
     return f"{folder}/{name}".format(**vars(member))
 
 
-def member_train_settings(member):
-    return {
-        **arm_config(member)["train"],
-        "seed": replicate_seed(member.seed, member.replicate),
-    }
-
-
 def profile_settings(rule_name):
     """Threads and resources that a profile's set-threads / set-resources give ``rule_name``
     (the one-model job of a step), for the stacked jobs of that step, whose names are
@@ -444,11 +437,8 @@ def arm_config(wildcards):
 
 
 def train_settings(wildcards):
-    return {**arm_config(wildcards)["train"], "seed": int(wildcards.seed)}
-
-
-def replicate_train_settings(wildcards):
-    seed = replicate_seed(wildcards.seed, wildcards.replicate)
+    """The training settings of a run, or of its replicate (seed s + 1000 r)."""
+    seed = replicate_seed(wildcards.seed, getattr(wildcards, "replicate", 0))
     return {**arm_config(wildcards)["train"], "seed": seed}
 
 

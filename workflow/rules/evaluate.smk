@@ -80,7 +80,7 @@ else:
             resources:
                 **stacked_resources("transfer"),
             params:
-                train=[member_train_settings(m) for m in _members],
+                train=[train_settings(m) for m in _members],
                 transfer=transfer_settings(_members[0]),
                 device=config["device"],
                 checkpoint=f"{RESULTS}/checkpoints/stacked/{_job}.transfer.pt",

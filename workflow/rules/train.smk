@@ -43,7 +43,7 @@ if config["stack_models"] == 1:
             f"{LOG_DIR}/train/{RUN}/replicate{{replicate}}.benchmark.tsv"
         params:
             model=model_settings,
-            train=replicate_train_settings,
+            train=train_settings,
             device=config["device"],
             checkpoint=f"{RESULTS}/checkpoints/{RUN}/replicate{{replicate}}.pt",
 
@@ -76,7 +76,7 @@ else:
                 **stacked_resources("train"),
             params:
                 model=[model_settings(m) for m in _members],
-                train=[member_train_settings(m) for m in _members],
+                train=[train_settings(m) for m in _members],
                 device=config["device"],
                 checkpoint=f"{RESULTS}/checkpoints/stacked/{_job}.pt",
             script:

@@ -525,6 +525,13 @@ class SparseShiftVAE(nn.Module):
         shift 0 (a no-op for priors without perturbation parameters)."""
         self.prior.binarize_targets(held_out)
 
+    def shift_rows(self, perturbations: torch.Tensor) -> torch.Tensor:
+        """The gradient multiplier of step 3 for the shifts: 1 on the rows of ``perturbations``,
+        0 elsewhere, shape (n_perturbations, 1)."""
+        rows = torch.zeros(self.cfg.n_perturbations, 1, device=perturbations.device)
+        rows[perturbations] = 1.0
+        return rows
+
     def freeze_all_but_shifts(self, perturbations: torch.Tensor) -> list[nn.Parameter]:
         """Step 3: freeze the encoder, decoder, dispersion and mask; only the shifts of
         ``perturbations`` stay trainable (the gradient of every other row is zeroed).
@@ -536,8 +543,7 @@ class SparseShiftVAE(nn.Module):
         mu = self.prior.shift_parameter()
         if mu is None:
             return []
-        rows = torch.zeros(mu.shape[0], 1, dtype=mu.dtype, device=mu.device)
-        rows[perturbations] = 1.0
+        rows = self.shift_rows(perturbations)
         mu.requires_grad_(True)
         if self._shift_hook is not None:
             self._shift_hook.remove()

@@ -64,10 +64,20 @@ class TransferResult:
     summary: dict
 
 
+def retrain_config(train_cfg: TrainConfig, cfg: TransferConfig) -> TrainConfig:
+    """Step 2's training: no KL warm-up, early stopping on the validation ELBO."""
+    return replace(train_cfg, epochs=cfg.retrain_epochs, warmup_epochs=0, patience=cfg.retrain_patience)
+
+
+def finetune_config(train_cfg: TrainConfig, cfg: TransferConfig) -> TrainConfig:
+    """Step 3's training: its own epochs and learning rate, no warm-up, no validation."""
+    return replace(train_cfg, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, warmup_epochs=0, patience=None)
+
+
 def retrain(model, data, train_cfg: TrainConfig, cfg: TransferConfig, checkpoint=None):
     """Step 2 (the targets already binarised, :meth:`HeldOut.before`): train every other
-    parameter on the training cells (no KL warm-up, early stopping on the validation ELBO)."""
-    phase_cfg = replace(train_cfg, epochs=cfg.retrain_epochs, warmup_epochs=0, patience=cfg.retrain_patience)
+    parameter on the training cells."""
+    phase_cfg = retrain_config(train_cfg, cfg)
     return fit(model, data.x, data.labels, data.train_cells, data.val_cells, phase_cfg, checkpoint)
 
 
@@ -79,9 +89,9 @@ def finetune(model, data, held_out: torch.Tensor, train_cfg: TrainConfig, cfg: T
     params = model.freeze_all_but_shifts(held_out)
     if not params:
         return pd.DataFrame(columns=HISTORY_COLUMNS)
-    phase_cfg = replace(train_cfg, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, warmup_epochs=0, patience=None)
     no_validation = np.array([], dtype=np.int64)
-    return fit(model, data.x, data.labels, data.heldout_cells, no_validation, phase_cfg, parameters=params)
+    return fit(model, data.x, data.labels, data.heldout_cells, no_validation, finetune_config(train_cfg, cfg),
+               parameters=params)
 
 
 class HeldOut:
@@ -114,9 +124,10 @@ class HeldOut:
         self.timing["retrain_seconds"] = float(history["train_seconds"].sum())
         self.elbos = self.data.split_elbos(model, suffix="_retrained")
         self.scores["elbo_heldout_retrained"] = model.elbo(self.x, self.labels, reduction="none")
-        if self.cfg.score_retrained or model.prior.shift_parameter() is None:
+        has_step_3 = model.prior.shift_parameter() is not None and self.cfg.finetune_epochs > 0
+        if self.cfg.score_retrained or not has_step_3:
             self.iwelbo("iwelbo_heldout_retrained", model)
-        else:  # not asked for, and not the final score (the model has a step 3)
+        else:  # not asked for, and not the final score
             self.scores["iwelbo_heldout_retrained"] = torch.full_like(self.scores["elbo_heldout_retrained"], math.nan)
         return copy.deepcopy(model)
 
@@ -127,8 +138,6 @@ class HeldOut:
             self.scores["elbo_heldout"] = model.elbo(self.x, self.labels, reduction="none")
             self.iwelbo("iwelbo_heldout", model)
         else:  # nothing was fitted: step 3's model is step 2's
-            if torch.isnan(self.scores["iwelbo_heldout_retrained"]).all():  # skipped, but now the final score
-                self.iwelbo("iwelbo_heldout_retrained", model)
             self.scores["elbo_heldout"] = self.scores["elbo_heldout_retrained"]
             self.scores["iwelbo_heldout"] = self.scores["iwelbo_heldout_retrained"]
 
@@ -216,23 +225,20 @@ def transfer_stacked(
     for h, model in zip(held, models):
         h.before(model)
     xs, labels = [d.x for d in datas], [d.labels for d in datas]
-    phase = replace(train_cfgs[0], epochs=cfg.retrain_epochs, warmup_epochs=0, patience=cfg.retrain_patience)
     try:
         retrain_histories = fit_many(models, xs, labels, [d.train_cells for d in datas],
-                                     [d.val_cells for d in datas], phase, seeds, checkpoint)
+                                     [d.val_cells for d in datas], retrain_config(train_cfgs[0], cfg), seeds,
+                                     checkpoint)
     except TrainingDiverged as err:
         raise err.update(step="step 2 of the transfer (retraining)")
     retrained = [h.retrained(model, hist) for h, model, hist in zip(held, models, retrain_histories)]
     has_shifts = [bool(model.freeze_all_but_shifts(h.held_out)) for h, model in zip(held, models)]
     if has_shifts[0]:
-        rows = torch.zeros(models[0].cfg.n_perturbations, 1, device=datas[0].device)
-        rows[held[0].held_out] = 1.0
-        phase = replace(train_cfgs[0], epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, warmup_epochs=0,
-                        patience=None)
         no_validation = [np.array([], dtype=np.int64)] * len(models)
         try:
             finetune_histories = fit_many(models, xs, labels, [d.heldout_cells for d in datas], no_validation,
-                                          phase, seeds, trainable={"prior.mu": rows})
+                                          finetune_config(train_cfgs[0], cfg), seeds,
+                                          trainable={"prior.mu": models[0].shift_rows(held[0].held_out)})
         except TrainingDiverged as err:
             raise err.update(step="step 3 of the transfer (fine-tuning)", lr_key="transfer.finetune_lr")
     else:
