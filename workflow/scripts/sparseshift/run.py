@@ -89,10 +89,12 @@ class RunData:
 
 
 def new_run(
-    adata, model_cfg: ModelConfig, train_cfg: TrainConfig, dev: torch.device, path: str = "<dataset>"
+    adata, model_cfg: ModelConfig, train_cfg: TrainConfig, dev: torch.device, path: str = "<dataset>",
+    data: RunData | None = None,
 ) -> tuple[RunData, SparseShiftVAE]:
-    """A run's data on ``dev`` and its freshly initialised model (seeded by ``train_cfg.seed``)."""
-    data = RunData(adata, train_cfg.val_fraction, train_cfg.seed, dev, path)
+    """A run's data on ``dev`` (``data`` when given: another run's of the same dataset and
+    seed) and its freshly initialised model (seeded by ``train_cfg.seed``)."""
+    data = data or RunData(adata, train_cfg.val_fraction, train_cfg.seed, dev, path)
     seed_everything(train_cfg.seed)
     model = SparseShiftVAE(model_cfg).to(dev)
     log.info(
@@ -224,10 +226,12 @@ def train_stacked(
         raise ValueError("train_stacked: the runs of a stack must share their training settings but the seed")
     dev = select_device(device)
     paths = paths or ["<dataset>"] * len(adatas)
-    runs = [
-        new_run(adata, model_cfg, train_cfg, dev, path)
-        for adata, model_cfg, train_cfg, path in zip(adatas, model_cfgs, train_cfgs, paths)
-    ]
+    shared: dict = {}  # (dataset, seed) -> RunData: the settings of one seed share its tensors
+    runs = []
+    for adata, model_cfg, train_cfg, path in zip(adatas, model_cfgs, train_cfgs, paths):
+        data, model = new_run(adata, model_cfg, train_cfg, dev, path, shared.get((id(adata), train_cfg.seed)))
+        shared[(id(adata), train_cfg.seed)] = data
+        runs.append((data, model))
     histories = fit_many(
         [model for _, model in runs], [d.x for d, _ in runs], [d.labels for d, _ in runs],
         [d.train_cells for d, _ in runs], [d.val_cells for d, _ in runs], train_cfgs[0], seeds, checkpoint,
@@ -355,10 +359,13 @@ def evaluate_from_files(inputs: dict, record: dict, output, udr_min_variance: fl
     return result
 
 
-def transfer_inputs(inputs: dict, train_cfg: TrainConfig, dev: torch.device) -> tuple[RunData, SparseShiftVAE]:
-    """A transfer job's data (split as in training) and trained model, checked to match."""
-    adata = read_dataset(inputs["data"])
-    data = RunData(adata, train_cfg.val_fraction, train_cfg.seed, dev, str(inputs["data"]))
+def transfer_inputs(inputs: dict, train_cfg: TrainConfig, dev: torch.device,
+                    data: RunData | None = None) -> tuple[RunData, SparseShiftVAE]:
+    """A transfer job's data (split as in training; ``data`` when given: another run's of the
+    same dataset and seed) and trained model, checked to match."""
+    if data is None:
+        adata = read_dataset(inputs["data"])
+        data = RunData(adata, train_cfg.val_fraction, train_cfg.seed, dev, str(inputs["data"]))
     model = SparseShiftVAE.load(inputs["weights"], inputs["config"]).to(dev)
     if model.cfg.perturbations and list(model.cfg.perturbations) != list(data.names):
         raise io.InputError(
@@ -421,7 +428,13 @@ def transfer_stacked_from_files(
              cfg.finetune_epochs, cfg.particles, extra=CONSOLE)
     dev = select_device(device)
     train_cfgs = [TrainConfig(**settings) for settings in train_settings]
-    loaded = [transfer_inputs({k: v[i] for k, v in inputs.items()}, c, dev) for i, c in enumerate(train_cfgs)]
+    shared: dict = {}  # (dataset, seed) -> RunData: each file read once, the settings of a seed share it
+    loaded = []
+    for i, c in enumerate(train_cfgs):
+        key = (inputs["data"][i], c.seed)
+        data, model = transfer_inputs({k: v[i] for k, v in inputs.items()}, c, dev, shared.get(key))
+        shared[key] = data
+        loaded.append((data, model))
     Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
     with diverging(runs, checkpoint):
         results = transfer_stacked([m for _, m in loaded], [d for d, _ in loaded], train_cfgs, cfg, checkpoint)
