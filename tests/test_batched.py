@@ -13,7 +13,7 @@ from sparseshift.train import TrainConfig, TrainingDiverged
 
 
 def models(n: int, method: str = "svae_plus", **kw) -> list[SparseShiftVAE]:
-    cfg = ModelConfig(method=method, n_genes=12, n_latent=3, n_perturbations=5, alpha=5.0, **kw)
+    cfg = ModelConfig(method=method, n_genes=12, n_latent=3, n_perturbations=5, hyperparameters={"alpha": 5.0}, **kw)
     out = []
     for seed in range(n):
         torch.manual_seed(seed)
@@ -51,14 +51,14 @@ def test_each_model_of_a_stack_gets_its_own_loss_and_gradient(method):
     assert_stack_matches_models(models(3, method))
 
 
-@pytest.mark.parametrize("method, setting", [("beta_vae", "beta"), ("svae", "lam"), ("svae_plus", "alpha")])
+@pytest.mark.parametrize("method, setting", [("beta_vae", "beta"), ("svae", "lambda"), ("svae_plus", "alpha")])
 def test_a_stack_of_mixed_settings_gives_each_model_its_own_loss_and_gradient(method, setting):
     """A grid in one stack: three models of one method with different swept weights (and
     same initial weights); model i's loss and gradients in the stack are those of model i alone."""
     ms = []
     for value in [2.0, 10.0, 100.0]:
         torch.manual_seed(0)
-        cfg = ModelConfig(method=method, n_genes=12, n_latent=3, n_perturbations=5, **{setting: value})
+        cfg = ModelConfig(method=method, n_genes=12, n_latent=3, n_perturbations=5, hyperparameters={setting: value})
         ms.append(SparseShiftVAE(cfg))
     losses = assert_stack_matches_models(ms)
     # same weights, same draws: the losses differ by the setting alone, so a stack that gave
@@ -70,7 +70,7 @@ def test_a_stack_of_mixed_settings_gives_each_model_its_own_loss_and_gradient(me
 
 def tiny_data(seed: int):
     adata = simulate(SimulationConfig(n_latent=3, n_perturbations=8, n_heldout=2, cells_per_perturbation=30,
-                                      n_genes=12, targets_max=2, seed=seed))
+                                      n_genes=12, targets_per_perturbation=(1, 2), seed=seed))
     return RunData(adata, 0.1, seed, torch.device("cpu"))
 
 
@@ -81,7 +81,7 @@ def train_two(epochs: int = 6, checkpoint=None, n: int = 2, patience=None, alpha
     for seed, d in enumerate(members):
         torch.manual_seed(seed)
         cfg = ModelConfig(method="svae_plus", n_genes=12, n_latent=3, n_perturbations=8,
-                          alpha=alphas[seed % len(alphas)])
+                          hyperparameters={"alpha": alphas[seed % len(alphas)]})
         m = SparseShiftVAE(cfg)
         m.standardize_inputs(d.x[d.train_cells])
         ms.append(m)
@@ -136,7 +136,7 @@ def test_fit_many_names_the_model_that_diverges():
     model 0's is; the error names model 1."""
     data = [tiny_data(0), tiny_data(1)]
     data[1].x[data[1].train_cells[0], 0] = float("inf")
-    cfg = ModelConfig(method="svae_plus", n_genes=12, n_latent=3, n_perturbations=8, alpha=5.0)
+    cfg = ModelConfig(method="svae_plus", n_genes=12, n_latent=3, n_perturbations=8, hyperparameters={"alpha": 5.0})
     ms = [SparseShiftVAE(cfg), SparseShiftVAE(cfg)]
     with pytest.raises(TrainingDiverged, match=r"\(model 1 of its stack\).*training loss became non-finite in epoch 1"):
         fit_many(ms, [d.x for d in data], [d.labels for d in data], [d.train_cells for d in data],
@@ -254,7 +254,7 @@ def test_a_stacked_grid_scores_like_its_runs_trained_alone():
 
     adatas = [simulate(SimulationConfig(n_latent=3, n_perturbations=8, n_heldout=2, cells_per_perturbation=80,
                                         n_genes=20, decoder_hidden=8, library_size=1e4, seed=s)) for s in range(3)]
-    cfgs = [ModelConfig(method="svae_plus", n_genes=20, n_latent=3, n_perturbations=8, alpha=a)
+    cfgs = [ModelConfig(method="svae_plus", n_genes=20, n_latent=3, n_perturbations=8, hyperparameters={"alpha": a})
             for a in (8.0, 8.0, 20.0)]
     train = [TrainConfig(epochs=40, batch_size=64, warmup_epochs=10, seed=s) for s in range(3)]
     alone = [evaluate_run(a, *train_run(a, c, t, "cpu")[::2])["mcc_pearson"] for a, c, t in zip(adatas, cfgs, train)]

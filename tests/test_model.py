@@ -78,7 +78,7 @@ def test_label_never_reaches_the_decoder():
 
 
 def test_svae_plus_penalty_is_minus_log_beta_over_n():
-    model = make_model("svae_plus", alpha=7.0)
+    model = make_model("svae_plus", hyperparameters={"alpha": 7.0})
     prior = model.prior
     assert isinstance(prior, SparseShiftPrior)
     with torch.no_grad():
@@ -90,12 +90,12 @@ def test_svae_plus_penalty_is_minus_log_beta_over_n():
 
 
 def test_svae_penalty_is_lambda_mean_probability():
-    model = make_model("svae", lam=3.0)
+    model = make_model("svae", hyperparameters={"lambda": 3.0})
     torch.testing.assert_close(model.prior.penalty(100, 0.0), 3.0 * torch.sigmoid(torch.tensor(5.0)))
 
 
 def test_eval_mask_is_the_learned_graph():
-    model = make_model("svae_plus", alpha=10.0)
+    model = make_model("svae_plus", hyperparameters={"alpha": 10.0})
     with torch.no_grad():
         model.prior.logits.copy_(torch.tensor([[3.0, -3.0, 0.5]] * 5))
         model.prior.mu.fill_(2.0)
@@ -115,7 +115,7 @@ def test_ivae_graph_is_top2_abs_mean():
 
 @pytest.mark.parametrize("method", METHODS)
 def test_training_steps_lower_the_loss(method):
-    model = make_model(method, beta=8.0 if method == "beta_vae" else 1.0, alpha=5.0)
+    model = make_model(method, hyperparameters={"beta": 8.0 if method == "beta_vae" else 1.0, "alpha": 5.0})
     x = torch.poisson(torch.rand(64, 20) * 50)
     labels = torch.randint(0, 5, (64,))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -151,7 +151,7 @@ def tiny_data(seed=0):
 
 def train_once(checkpoint=None, epochs=6, seed=0):
     x, labels = tiny_data()
-    model = make_model("svae_plus", n_genes=20, n_perturbations=6, alpha=6.0)
+    model = make_model("svae_plus", n_genes=20, n_perturbations=6, hyperparameters={"alpha": 6.0})
     torch.manual_seed(seed)
     cfg = TrainConfig(epochs=epochs, batch_size=32, warmup_epochs=2, checkpoint_every=2, seed=seed)
     hist = fit(model, x, labels, np.arange(180), np.arange(180, 200), cfg, checkpoint)
@@ -191,7 +191,7 @@ def test_save_and_load_weights_only(tmp_path):
 
 def test_early_stopping_restores_the_best_epoch(monkeypatch):
     x, labels = tiny_data()
-    model = make_model("svae_plus", n_genes=20, n_perturbations=6, alpha=6.0)
+    model = make_model("svae_plus", n_genes=20, n_perturbations=6, hyperparameters={"alpha": 6.0})
     scripted = iter([-10.0, -5.0, -7.0, -8.0, -9.0, -9.5])
     snapshots = []
 
@@ -209,7 +209,7 @@ def test_early_stopping_restores_the_best_epoch(monkeypatch):
 
 def test_a_diverging_fit_stops_in_the_first_epoch_with_a_non_finite_loss(tmp_path):
     x, labels = tiny_data()
-    model = make_model("svae_plus", n_genes=20, n_perturbations=6, alpha=6.0)
+    model = make_model("svae_plus", n_genes=20, n_perturbations=6, hyperparameters={"alpha": 6.0})
     cfg = TrainConfig(epochs=4, batch_size=32, warmup_epochs=2, lr=1e5, checkpoint_every=1, seed=0)
     with pytest.raises(TrainingDiverged, match="training loss became non-finite in epoch 1") as err:
         fit(model, x, labels, np.arange(180), np.arange(180, 200), cfg, tmp_path / "ckpt.pt")
@@ -221,7 +221,7 @@ def test_a_non_finite_gradient_stops_training_in_its_epoch():
     """A NaN gradient in the last minibatch of epoch 2 leaves that epoch's loss finite but
     the weights not: training stops in epoch 2, naming the gradient."""
     x, labels = tiny_data()
-    model = make_model("svae_plus", n_genes=20, n_perturbations=6, alpha=6.0)
+    model = make_model("svae_plus", n_genes=20, n_perturbations=6, hyperparameters={"alpha": 6.0})
     calls = {"n": 0}
     per_epoch = 6  # 180 training cells in minibatches of 32
 

@@ -18,7 +18,7 @@ from sparseshift.model import SparseShiftVAE
 from sparseshift.run import evaluate_run, load_latents, read_dataset
 from sparseshift.simulate import SimulationConfig, simulate
 
-MODEL = {"method": "svae_plus", "n_latent": 3, "alpha": 8.0}
+MODEL = {"method": "svae_plus", "n_latent": 3, "hyperparameters": {"alpha": 8.0}}
 TRAIN = {"epochs": 4, "batch_size": 32, "warmup_epochs": 2, "checkpoint_every": 2, "seed": 0}
 TRANSFER = {"retrain_epochs": 4, "retrain_patience": None, "finetune_epochs": 2, "particles": 20}
 RUN_FILES = {"weights": "model.pt", "config": "model.json", "history": "history.tsv", "latents": "latents.npz",
@@ -131,7 +131,7 @@ def test_a_killed_stacked_training_job_resumes_to_the_numbers_of_an_uninterrupte
         return {key: [str(tmp_path / folder / f"seed{s}" / name) for s in seeds] for key, name in RUN_FILES.items()}
 
     straight, killed = stacked("straight"), stacked("killed")
-    models = [MODEL, {**MODEL, "alpha": 20.0}]  # two settings of sVAE+ in one stack
+    models = [MODEL, {**MODEL, "hyperparameters": {"alpha": 20.0}}]  # two settings of sVAE+ in one stack
     train = [{**TRAIN, "seed": s} for s in seeds]
     assert job("train_stacked_from_files", [[dataset] * 2, models, train, "cpu", str(tmp_path / "a.pt"),
                                             straight]) == 0

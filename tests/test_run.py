@@ -23,7 +23,7 @@ def data():
 def oracle_model(data, method, perm):
     """A model whose learned graph is the true one with latents permuted by ``perm``."""
     targets = np.asarray(data.uns["targets"]).astype(bool)
-    cfg = ModelConfig(method=method, n_genes=data.n_vars, n_latent=4, n_perturbations=12, alpha=12.0)
+    cfg = ModelConfig(method=method, n_genes=data.n_vars, n_latent=4, n_perturbations=12, hyperparameters={"alpha": 12.0})
     model = SparseShiftVAE(cfg)
     learned = targets[:, perm]
     with torch.no_grad():
@@ -105,7 +105,7 @@ def train_files(tmp_path, data, lr=1e-3, epochs=3):
     run = tmp_path / "results" / "sim" / "seed3" / "svae_plus" / "p4"
     outputs = {key: str(run / name) for key, name in [("weights", "model.pt"), ("config", "model.json"),
                ("history", "history.tsv"), ("latents", "latents.npz"), ("info", "train_info.json")]}
-    model = {"method": "svae_plus", "n_latent": 4, "alpha": 12.0}
+    model = {"method": "svae_plus", "n_latent": 4, "hyperparameters": {"alpha": 12.0}}
     train = {"epochs": epochs, "batch_size": 64, "warmup_epochs": 1, "lr": lr, "checkpoint_every": 1, "seed": 3}
     checkpoint = tmp_path / "checkpoints" / "run.pt"
     train_from_files(path, model, train, "cpu", checkpoint, outputs)
@@ -154,7 +154,7 @@ def test_a_resumed_run_reports_the_time_of_all_its_epochs(data, tmp_path):
     history, those of the killed attempt included."""
     from sparseshift.run import train_run
 
-    cfg = ModelConfig(method="svae_plus", n_genes=data.n_vars, n_latent=4, n_perturbations=12, alpha=12.0)
+    cfg = ModelConfig(method="svae_plus", n_genes=data.n_vars, n_latent=4, n_perturbations=12, hyperparameters={"alpha": 12.0})
     ckpt = tmp_path / "run.pt"
     train_cfg = TrainConfig(epochs=2, batch_size=64, warmup_epochs=1, checkpoint_every=1, seed=3)
     _, first, _, _ = train_run(data, cfg, train_cfg, "cpu", ckpt)  # stands for a job killed after epoch 2

@@ -43,7 +43,7 @@ def small_adata() -> ad.AnnData:
 @pytest.mark.parametrize("t_min,t_max", [(1, 3), (2, 2), (1, 5)])
 def test_targets_without_replacement_in_range(t_min: int, t_max: int) -> None:
     cfg = SimulationConfig(
-        n_latent=8, n_perturbations=400, n_heldout=0, targets_min=t_min, targets_max=t_max
+        n_latent=8, n_perturbations=400, n_heldout=0, targets_per_perturbation=(t_min, t_max)
     )
     targets, _ = sample_targets(cfg, np.random.default_rng(0))
     assert targets.shape == (400, 8) and targets.dtype == bool
@@ -55,7 +55,7 @@ def test_targets_without_replacement_in_range(t_min: int, t_max: int) -> None:
 
 def test_targets_without_replacement_exact() -> None:
     cfg = SimulationConfig(
-        n_latent=3, n_perturbations=200, n_heldout=0, targets_min=3, targets_max=3
+        n_latent=3, n_perturbations=200, n_heldout=0, targets_per_perturbation=(3, 3)
     )
     targets, _ = sample_targets(cfg, np.random.default_rng(0))
     assert np.all(targets.sum(axis=1) == 3)
@@ -66,8 +66,7 @@ def test_targets_with_replacement_collapse() -> None:
         n_latent=3,
         n_perturbations=200,
         n_heldout=0,
-        targets_min=3,
-        targets_max=3,
+        targets_per_perturbation=(3, 3),
         target_sampling="with_replacement",
     )
     targets, shifts = sample_targets(cfg, np.random.default_rng(0))
@@ -80,7 +79,7 @@ def test_targets_with_replacement_collapse() -> None:
 
 def test_with_replacement_allows_targets_max_above_n_latent() -> None:
     cfg = SimulationConfig(
-        n_latent=2, n_perturbations=50, n_heldout=0, targets_min=1, targets_max=4,
+        n_latent=2, n_perturbations=50, n_heldout=0, targets_per_perturbation=(1, 4),
         target_sampling="with_replacement",
     )
     targets, _ = sample_targets(cfg, np.random.default_rng(3))
@@ -89,7 +88,7 @@ def test_with_replacement_allows_targets_max_above_n_latent() -> None:
 
 def test_shift_distribution() -> None:
     cfg = SimulationConfig(
-        n_latent=10, n_perturbations=3000, n_heldout=0, targets_min=1, targets_max=3,
+        n_latent=10, n_perturbations=3000, n_heldout=0, targets_per_perturbation=(1, 3),
         effect_mean=5.0, effect_sd=0.5,
     )
     targets, shifts = sample_targets(cfg, np.random.default_rng(7))
@@ -296,9 +295,9 @@ def test_written_files_identical_for_same_seed(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "overrides,field",
     [
-        (dict(n_latent=15, targets_max=16), "targets_max"),
-        (dict(targets_min=3, targets_max=2), "targets_min"),
-        (dict(targets_min=0), "targets_min"),
+        (dict(n_latent=15, targets_per_perturbation=(1, 16)), "targets_max"),
+        (dict(targets_per_perturbation=(3, 2)), "targets_min"),
+        (dict(targets_per_perturbation=(0, 3)), "targets_min"),
         (dict(n_perturbations=10, n_heldout=10), "n_heldout"),
         (dict(n_heldout=-1), "n_heldout"),
         (dict(n_latent=0), "n_latent"),
@@ -346,7 +345,8 @@ def test_h5ad_round_trip(tmp_path: Path, small_adata: ad.AnnData) -> None:
         small_adata.obs["perturbation"].cat.categories
     )
     assert list(r.uns["perturbations"]) == list(small_adata.uns["perturbations"])
-    sim = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.uns["simulation"].items()}
+    sim = {k: (v.item() if isinstance(v, np.generic) else v.tolist() if isinstance(v, np.ndarray) else v)
+           for k, v in r.uns["simulation"].items()}
     assert sim == small_adata.uns["simulation"]
 
 
@@ -371,11 +371,11 @@ def test_out_of_domain_heldout_perturbations():
     perturbations' targets are those of the in-domain simulation with the same seed."""
     common = dict(n_latent=8, n_perturbations=30, n_heldout=10, cells_per_perturbation=3, n_genes=12, seed=4)
     base = simulate(SimulationConfig(**common))
-    ood = simulate(SimulationConfig(**common, heldout_targets_min=5, heldout_targets_max=6, heldout_effect_mean=1.0))
+    ood = simulate(SimulationConfig(**common, heldout={"targets_per_perturbation": (5, 6), "effect_mean": 1.0}))
     t_base, t_ood = np.asarray(base.uns["targets"]), np.asarray(ood.uns["targets"])
     assert np.array_equal(t_base[:20], t_ood[:20])
     assert t_base[20:].sum(1).max() <= 3 and t_ood[20:].sum(1).min() >= 5
     shifts = np.abs(np.asarray(ood.uns["shifts"])[20:][t_ood[20:] == 1])
     assert abs(shifts.mean() - 1.0) < 0.3
     with pytest.raises(ValueError, match="heldout_targets_max"):
-        SimulationConfig(**common, heldout_targets_min=2, heldout_targets_max=9)
+        SimulationConfig(**common, heldout={"targets_per_perturbation": (2, 9)})

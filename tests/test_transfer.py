@@ -35,7 +35,7 @@ def trained(adata):
     """A briefly trained model of every method (a fresh copy per use)."""
     models = {}
     for method in ["vae", *SHIFT_METHODS]:
-        cfg = ModelConfig(method=method, n_genes=20, n_latent=3, n_perturbations=8, alpha=8.0)
+        cfg = ModelConfig(method=method, n_genes=20, n_latent=3, n_perturbations=8, hyperparameters={"alpha": 8.0})
         models[method] = train_run(adata, cfg, TRAIN, "cpu")[0]
     return lambda method: _copy(models[method])
 

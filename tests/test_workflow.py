@@ -254,7 +254,7 @@ def test_run_outputs_are_loadable(tiny_run):
     run = tiny_run / "simulation" / "tiny" / "seed0" / "svae_plus" / "p4_alpha10"
     state = torch.load(run / "model.pt", weights_only=True)
     cfg = json.loads((run / "model.json").read_text())
-    assert cfg["method"] == "svae_plus" and cfg["alpha"] == 10
+    assert cfg["method"] == "svae_plus" and cfg["hyperparameters"]["alpha"] == 10
     assert state["prior.logits"].shape == (10, 4)
     hist = pd.read_csv(run / "history.tsv", sep="\t")
     assert list(hist["epoch"]) == [1, 2, 3, 4] and hist["mask_density"].between(0, 1).all()
@@ -301,14 +301,14 @@ def test_stacked_jobs_train_the_seeds_settings_and_replicates_of_a_method(tmp_pa
         info = json.loads((folder / "train_info.json").read_text())
         assert info["stacked_models"] == 4 and info["epochs_run"] == 4
         # each run trained with its own setting (and kept it)
-        assert json.loads((folder / "model.json").read_text())["alpha"] == float(run.rsplit("alpha", 1)[1])
+        assert json.loads((folder / "model.json").read_text())["hyperparameters"]["alpha"] == float(run.rsplit("alpha", 1)[1])
         hist = pd.read_csv(folder / "history.tsv", sep="\t")
         assert list(hist["epoch"]) == [1, 2, 3, 4] and np.isfinite(hist["elbo_val"]).all()
         assert np.isfinite(json.loads((folder / "metrics.json").read_text())["mcc_pearson"])
         weights.append(torch.load(folder / "model.pt", weights_only=True)["decoder.0.weight"])
         heldout = json.loads((folder / "transfer" / "heldout.json").read_text())  # the stacked transfer's
         assert np.isfinite(heldout["inll"]) and heldout["retrain_epochs_run"] >= 1
-        assert json.loads((folder / "transfer" / "finetuned.json").read_text())["alpha"] == info_alpha(folder)
+        assert json.loads((folder / "transfer" / "finetuned.json").read_text())["hyperparameters"]["alpha"] == info_alpha(folder)
         assert json.loads((folder / "metrics.json").read_text())["udr_models"] == 3
         assert json.loads((folder / "replicate2" / "train_info.json").read_text())["stacked_models"] == 4
     assert len({w.sum().item() for w in weights}) == 4  # four runs, four models
@@ -319,7 +319,7 @@ def test_stacked_jobs_train_the_seeds_settings_and_replicates_of_a_method(tmp_pa
 
 
 def info_alpha(folder) -> float:
-    return json.loads((folder / "model.json").read_text())["alpha"]
+    return json.loads((folder / "model.json").read_text())["hyperparameters"]["alpha"]
 
 
 def test_stacked_training_refuses_batch_norm_and_names_a_renamed_key(tmp_path):

@@ -39,7 +39,7 @@ def main(argv=None):
     for batch in args.batch_sizes:
         lr = 1e-3 * (math.sqrt(batch / 128) if args.scale_lr else 1.0)
         model_cfg = ModelConfig(method="svae_plus", n_genes=adata.n_vars, n_latent=adata.uns["simulation"]["n_latent"],
-                                n_perturbations=len(names), alpha=args.alpha)
+                                n_perturbations=len(names), hyperparameters={"alpha": args.alpha})
         train_cfg = TrainConfig(epochs=args.epochs, batch_size=batch, lr=lr, warmup_epochs=50, seed=0)
         model, history, latents, info = train_run(adata, model_cfg, train_cfg, "cpu")
         m = evaluate_run(adata, model, latents)

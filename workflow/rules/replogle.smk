@@ -4,13 +4,13 @@ rule download:
     log:
         f"{LOG_DIR}/download/{{download}}.log",
     wildcard_constraints:
-        download="|".join(re.escape(path) for path in DOWNLOADS),
+        download="|".join(re.escape(path) for path in LAYOUT.downloads),
     conda:
         "../../envs/data.yaml"
     params:
-        url=lambda wildcards: DOWNLOADS[wildcards.download]["url"],
-        size=lambda wildcards: DOWNLOADS[wildcards.download]["size"],
-        md5=lambda wildcards: DOWNLOADS[wildcards.download]["md5"],
+        url=lambda wildcards: LAYOUT.downloads[wildcards.download]["url"],
+        size=lambda wildcards: LAYOUT.downloads[wildcards.download]["size"],
+        md5=lambda wildcards: LAYOUT.downloads[wildcards.download]["md5"],
     script:
         "../scripts/download.py"
 
@@ -19,8 +19,8 @@ rule download:
 # a bad input fails before Snakemake clears processed.h5ad of an earlier run.
 rule check_replogle_inputs:
     input:
-        h5ad=REPLOGLE_H5AD,
-        table=REPLOGLE_TABLE,
+        h5ad=LAYOUT.replogle_h5ad,
+        table=LAYOUT.replogle_table,
     output:
         f"{REPLOGLE_DIR}/inputs_checked.json",
     log:
@@ -35,8 +35,8 @@ rule check_replogle_inputs:
 
 rule preprocess_replogle:
     input:
-        h5ad=REPLOGLE_H5AD,
-        table=REPLOGLE_TABLE,
+        h5ad=LAYOUT.replogle_h5ad,
+        table=LAYOUT.replogle_table,
         # ancient: a run preprocessed before this check existed is not redone for it
         checked=ancient(f"{REPLOGLE_DIR}/inputs_checked.json"),
     output:
@@ -59,7 +59,7 @@ rule preprocess_replogle:
 rule replogle_fold:
     input:
         data=f"{REPLOGLE_DIR}/processed.h5ad",
-        table=REPLOGLE_TABLE,
+        table=LAYOUT.replogle_table,
     output:
         f"{REPLOGLE_DIR}/{{dataset}}/data.h5ad",
     log:

@@ -8,6 +8,6 @@ rule simulate:
     conda:
         "../../envs/data.yaml"
     params:
-        settings=simulation_settings,
+        settings=PLAN.simulation_settings,
     script:
         "../scripts/simulate.py"

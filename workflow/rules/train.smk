@@ -2,13 +2,9 @@ if config["stack_models"] == 1:
 
     rule train:
         input:
-            data=dataset_path,
+            data=LAYOUT.dataset,
         output:
-            weights=f"{RUN_DIR}/model.pt",
-            config=f"{RUN_DIR}/model.json",
-            history=f"{RUN_DIR}/history.tsv",
-            latents=f"{RUN_DIR}/latents.npz",
-            info=f"{RUN_DIR}/train_info.json",
+            **LAYOUT.run_files(TRAIN_FILES),
         log:
             f"{LOG_DIR}/train/{RUN}.log",
         benchmark:
@@ -19,8 +15,8 @@ if config["stack_models"] == 1:
         resources:
             **job_resources("train"),
         params:
-            model=model_settings,
-            train=train_settings,
+            model=PLAN.model_settings,
+            train=PLAN.train_settings,
             device=config["device"],
             # Not a declared output: Snakemake would delete it when a job fails,
             # and a rerun resumes from it.
@@ -32,18 +28,14 @@ if config["stack_models"] == 1:
     # unsupervised selection among a method's settings (config key selection).
     use rule train as train_replicate with:
         output:
-            weights=f"{REPLICATE_DIR}/model.pt",
-            config=f"{REPLICATE_DIR}/model.json",
-            history=f"{REPLICATE_DIR}/history.tsv",
-            latents=f"{REPLICATE_DIR}/latents.npz",
-            info=f"{REPLICATE_DIR}/train_info.json",
+            **LAYOUT.run_files(TRAIN_FILES, replicate=True),
         log:
             f"{LOG_DIR}/train/{RUN}/replicate{{replicate}}.log",
         benchmark:
             f"{LOG_DIR}/train/{RUN}/replicate{{replicate}}.benchmark.tsv"
         params:
-            model=model_settings,
-            train=train_settings,
+            model=PLAN.model_settings,
+            train=PLAN.train_settings,
             device=config["device"],
             checkpoint=f"{RESULTS}/checkpoints/{RUN}/replicate{{replicate}}.pt",
 
@@ -52,19 +44,15 @@ else:
     # Stacked jobs (config key stack_models): each trains several runs and replicates of one
     # method on one dataset and latent dimension (seeds and swept settings) as one batched
     # model; the outputs are those of the one-model jobs.
-    for _job, _members in stacks(False).items():
+    for _job, _members in PLAN.stacks(transfer=False).items():
 
         rule:
             name:
                 f"train_stack_{_job}"
             input:
-                data=[dataset_path(m) for m in _members],
+                data=[LAYOUT.dataset(m) for m in _members],
             output:
-                weights=[member_path(m, "model.pt") for m in _members],
-                config=[member_path(m, "model.json") for m in _members],
-                history=[member_path(m, "history.tsv") for m in _members],
-                latents=[member_path(m, "latents.npz") for m in _members],
-                info=[member_path(m, "train_info.json") for m in _members],
+                **LAYOUT.stack_files(TRAIN_FILES, _members),
             log:
                 f"{LOG_DIR}/train/stacked/{_job}.log",
             benchmark:
@@ -75,8 +63,8 @@ else:
             resources:
                 **stacked_resources("train"),
             params:
-                model=[model_settings(m) for m in _members],
-                train=[train_settings(m) for m in _members],
+                model=[PLAN.model_settings(m) for m in _members],
+                train=[PLAN.train_settings(m) for m in _members],
                 device=config["device"],
                 checkpoint=f"{RESULTS}/checkpoints/stacked/{_job}.pt",
             script:

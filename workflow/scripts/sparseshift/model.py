@@ -1,20 +1,9 @@
-"""One variational autoencoder, five priors.
-
-The methods of Lopez et al. (2023) differ only in the prior p(z | perturbation):
-
-=============  ==========================================  ===============================
-method         prior of a cell under perturbation a          extra loss term
-=============  ==========================================  ===============================
-``vae``        N(0, I)                                       -
-``beta_vae``   N(0, I), KL weighted by beta                  -
-``ivae``       N(mu_a, I)                                    -
-``svae``       N(mu_a * m_a, I), m_a a Gumbel-sigmoid mask   lambda * mean(sigmoid(logits))
-``svae_plus``  spike and slab, gamma_ak ~ Bernoulli(pi),     -log Beta(q_ak; 1, alpha) / N
-               pi ~ Beta(1, alpha)
-=============  ==========================================  ===============================
+"""One variational autoencoder; the methods differ only in its prior (:mod:`sparseshift.priors`).
 
 :class:`SparseShiftVAE` owns the encoder, the decoder and the negative-binomial
 likelihood; the perturbation label reaches the model only through its prior object.
+:class:`ModelConfig` is everything needed to rebuild one; its fields are the config keys
+of the ``model`` section, plus the method's swept weight under its config key.
 """
 
 from __future__ import annotations
@@ -25,16 +14,14 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
-from torch.distributions import (
-    Beta,
-    NegativeBinomial,
-    Normal,
-    kl_divergence,
-)
+from torch.distributions import NegativeBinomial, Normal, kl_divergence
 from torch.nn import functional as F
 
-from .methods import DISPLAY_NAMES, METHODS  # noqa: F401 (re-exported)
-
+from .methods import DISPLAY_NAMES, HYPERPARAMETERS, METHODS  # noqa: F401 (re-exported)
+from .methods import method as registered
+from .priors import (  # noqa: F401 (re-exported)
+    BetaMaskPrior, L1MaskPrior, Prior, SparseShiftPrior, build_prior, straight_through_gumbel_sigmoid,
+)
 
 
 class RowBatchNorm(nn.BatchNorm1d):
@@ -69,242 +56,25 @@ def mlp(
     return nn.Sequential(*layers)
 
 
-class _StraightThroughStep(torch.autograd.Function):
-    """Heaviside step forward, sigmoid derivative backward.
-
-    ``sigmoid(v) > 0.5`` is ``v > 0``; the backward pass uses
-    ``sigmoid(v) * sigmoid(-v)``, which stays non-zero in float32 for large |v|
-    (autograd through ``torch.sigmoid`` would return exactly 0 once sigmoid(v)
-    rounds to 1). Written with ``setup_context`` so that ``torch.func.vmap`` can
-    batch it (several models trained as one, :func:`sparseshift.batched.fit_many`).
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(v: torch.Tensor) -> torch.Tensor:
-        return (v > 0).to(v.dtype)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        ctx.save_for_backward(inputs[0])
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (v,) = ctx.saved_tensors
-        return grad * torch.sigmoid(v) * torch.sigmoid(-v)
-
-
-def straight_through_gumbel_sigmoid(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """A hard {0, 1} sample of Bernoulli(sigmoid(logits)) with a relaxed gradient.
-
-    The relaxed (binary Concrete) sample in logit space is
-    ``(logits + logit(u)) / temperature`` with u ~ Uniform(0, 1), i.e. Logistic
-    noise; the forward value is its sign, the backward pass that of ``sigmoid``
-    (the straight-through estimator). ``LogitRelaxedBernoulli`` is not used because
-    it clamps its logits to about ±16, which zeroes the gradient beyond.
-    """
-    eps = torch.finfo(logits.dtype).eps
-    u = torch.rand_like(logits).clamp(eps, 1 - eps)
-    return _StraightThroughStep.apply((logits + torch.logit(u)) / temperature)
-
-
-# ----------------------------------------------------------------------------- priors
-
-
-class Prior(nn.Module):
-    """p(z | perturbation) of a cell: N(shift(a), I), plus an optional global term.
-
-    Subclasses override :meth:`shift` (the prior mean of each cell of a minibatch)
-    and, where they have one, :meth:`penalty` and :meth:`target_scores`.
-    """
-
-    def __init__(self, n_perturbations: int, n_latent: int):
-        super().__init__()
-        self.n_perturbations = n_perturbations
-        self.n_latent = n_latent
-
-    def shift(self, labels: torch.Tensor) -> torch.Tensor | None:
-        """Prior mean of each cell (batch, n_latent), or None for a centred prior."""
-        return None
-
-    def distribution(self, labels: torch.Tensor, like: torch.Tensor) -> Normal:
-        loc = self.shift(labels)
-        if loc is None:
-            loc = torch.zeros_like(like)
-        return Normal(loc, torch.ones_like(loc), validate_args=False)
-
-    def penalty(self, n_obs: int, kl_weight: float) -> torch.Tensor | float:
-        """Global term of the loss, on the per-cell scale (divided by ``n_obs``)."""
-        return 0.0
-
-    def target_scores(self) -> torch.Tensor | None:
-        """Scores (n_perturbations, n_latent) of the learned target graph, if any."""
-        return None
-
-    def target_graph(self) -> torch.Tensor | None:
-        """The learned binary target graph (n_perturbations, n_latent), if any."""
-        return None
-
-    def mask_density(self) -> float:
-        return float("nan")
-
-    # -- the transfer protocol (held-out perturbations); no-ops without perturbation parameters
-    def shift_parameter(self) -> nn.Parameter | None:
-        """The per-perturbation shifts (n_perturbations, n_latent), if the prior has any."""
-        return None
-
-    def binarize_targets(self, held_out: torch.Tensor) -> None:
-        """Fix the target graph and give the ``held_out`` perturbations shift 0 (see subclasses)."""
-
-    def mask_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the target mask (frozen with the generative model)."""
-        return []
-
-
-class StandardPrior(Prior):
-    """N(0, I) whatever the perturbation (VAE, beta-VAE)."""
-
-
-class ShiftPrior(Prior):
-    """N(mu_a, I): a learned mean per perturbation (iVAE).
-
-    Its target graph is the ``graph_top_k`` latents of largest |mu_a| (2 in the paper).
-    """
-
-    def __init__(self, n_perturbations: int, n_latent: int, graph_top_k: int = 2):
-        super().__init__(n_perturbations, n_latent)
-        self.mu = nn.Parameter(torch.randn(n_perturbations, n_latent))
-        self.graph_top_k = graph_top_k
-
-    def shift(self, labels: torch.Tensor) -> torch.Tensor:
-        return self.mu[labels]
-
-    def target_scores(self) -> torch.Tensor:
-        return self.mu.detach().abs()
-
-    def target_graph(self) -> torch.Tensor:
-        scores = self.target_scores()
-        k = min(self.graph_top_k, self.n_latent)
-        top = scores.topk(k, dim=1).indices
-        return torch.zeros_like(scores).scatter_(1, top, 1.0)
-
-    def shift_parameter(self) -> nn.Parameter:
-        return self.mu
-
-    @torch.no_grad()
-    def binarize_targets(self, held_out: torch.Tensor) -> None:
-        """Reset the shifts of ``held_out`` perturbations (never trained) to 0."""
-        self.mu[held_out] = 0.0
-
-
-class SparseShiftPrior(ShiftPrior):
-    """N(mu_a * m_a, I) with a learned Bernoulli mask m_a (sVAE and sVAE+).
-
-    Each cell draws its own straight-through Gumbel-sigmoid mask from
-    ``sigmoid(logits[a])`` during training; in evaluation mode the mask is the
-    deterministic graph ``logits > 0``.
-
-    ``sparsity`` selects the global term:
-
-    * ``"l1"`` (sVAE): ``lam * mean(q)`` with q = sigmoid(logits);
-    * ``"beta"`` (sVAE+): ``-sum log Beta(q; 1, alpha) / n_obs``, warmed up with the KL.
-      This is the spike-and-slab model with the Bernoulli parameter psi fixed to
-      E[q(gamma)], as in the paper.
-    """
-
-    def __init__(
-        self,
-        n_perturbations: int,
-        n_latent: int,
-        sparsity: str,
-        lam: float = 1.0,
-        alpha: float = 1.0,
-        init_logit: float = 5.0,
-        temperature: float = 1.0,
-    ):
-        super().__init__(n_perturbations, n_latent)
-        if sparsity not in ("l1", "beta"):
-            raise ValueError(f"sparsity must be 'l1' or 'beta', got {sparsity!r}")
-        self.sparsity = sparsity
-        # The swept weights as (non-persistent) buffers rather than floats: models of one
-        # method with different settings can then be stacked (sparseshift.batched), each
-        # with its own value; they are rebuilt from the ModelConfig, not saved.
-        self.register_buffer("lam", torch.tensor(float(lam)), persistent=False)
-        self.register_buffer("alpha", torch.tensor(float(alpha)), persistent=False)
-        self.temperature = temperature
-        self.logits = nn.Parameter(torch.full((n_perturbations, n_latent), float(init_logit)))
-        # Set by binarize_targets(): the mask is then this fixed graph, in training too.
-        self.register_buffer("fixed_mask", torch.ones(n_perturbations, n_latent))
-        self.register_buffer("mask_frozen", torch.tensor(False))
-
-    @property
-    def frozen(self) -> bool:
-        return bool(self.mask_frozen)
-
-    def mask(self, labels: torch.Tensor) -> torch.Tensor:
-        if self.frozen:
-            return self.fixed_mask[labels]
-        logits = self.logits[labels]
-        if self.training:
-            return straight_through_gumbel_sigmoid(logits, self.temperature)
-        return (logits > 0).to(logits.dtype)
-
-    def shift(self, labels: torch.Tensor) -> torch.Tensor:
-        return self.mu[labels] * self.mask(labels)
-
-    def probabilities(self) -> torch.Tensor:
-        return torch.sigmoid(self.logits)
-
-    def penalty(self, n_obs: int, kl_weight: float) -> torch.Tensor | float:
-        if self.frozen:
-            return 0.0  # a fixed graph: the sparsity term is a constant
-        q = self.probabilities()
-        if self.sparsity == "l1":
-            return self.lam * q.mean()
-        eps = 1e-6
-        beta = Beta(torch.ones_like(self.alpha), self.alpha, validate_args=False)
-        return -kl_weight * beta.log_prob(q.clamp(eps, 1 - eps)).sum() / n_obs
-
-    def target_scores(self) -> torch.Tensor:
-        if self.frozen:
-            return self.fixed_mask.clone()
-        return self.probabilities().detach()
-
-    def target_graph(self) -> torch.Tensor:
-        if self.frozen:
-            return self.fixed_mask.clone()
-        return (self.logits.detach() > 0).float()
-
-    def mask_density(self) -> float:
-        return float(self.target_graph().mean())
-
-    def mask_parameters(self) -> list[nn.Parameter]:
-        return [self.logits]
-
-    @torch.no_grad()
-    def binarize_targets(self, held_out: torch.Tensor) -> None:
-        """Step 2 of the transfer protocol: freeze the mask at its learned graph
-        (``logits > 0``); ``held_out`` perturbations target every latent (mask 1) with
-        shift 0, as in the paper."""
-        self.fixed_mask.copy_(self.target_graph())
-        self.fixed_mask[held_out] = 1.0
-        super().binarize_targets(held_out)
-        self.mask_frozen.fill_(True)
-        self.logits.requires_grad_(False)
-
-
 # ----------------------------------------------------------------------------- model
 
 
-# The hyper-parameters swept by the paper's grids (beta-VAE's beta, sVAE's lambda, sVAE+'s
-# alpha): buffers of the model, so that one stack can hold several settings of a method.
-PER_MODEL = ("beta", "alpha", "lam")
+# The ModelConfig field that may differ between the models of one stack: the swept weights
+# (beta-VAE's beta, sVAE's lambda, sVAE+'s alpha), buffers of the model's prior.
+PER_MODEL = ("hyperparameters",)
+# Keys of model.json files written before the config keys and these fields were made equal.
+_LEGACY_KEYS = {"init_logit": "mask_init_logit", "graph_top_k": "ivae_graph_top_k"}
+_LEGACY_WEIGHTS = {"beta": "beta", "alpha": "alpha", "lam": "lambda"}
 
 
 @dataclass
 class ModelConfig:
-    """Everything needed to rebuild a :class:`SparseShiftVAE` (saved beside its weights)."""
+    """Everything needed to rebuild a :class:`SparseShiftVAE` (saved beside its weights).
+
+    The fields after the sizes are the config keys of the ``model`` section (config/README.md);
+    ``hyperparameters`` holds the method's swept weight under its config key (e.g.
+    ``{"alpha": 100}`` for sVAE+, see :mod:`sparseshift.methods`).
+    """
 
     method: str
     n_genes: int
@@ -312,12 +82,9 @@ class ModelConfig:
     n_perturbations: int
     n_hidden: int = 128
     n_layers: int = 2
-    beta: float = 1.0
-    alpha: float | None = None
-    lam: float | None = None
-    init_logit: float = 5.0
+    mask_init_logit: float = 5.0
     temperature: float = 1.0
-    graph_top_k: int = 2
+    ivae_graph_top_k: int = 2
     # The encoder's input: log1p counts centred and scaled per gene on the training cells
     # (True), or plain log1p counts as in the paper and the released code (False).
     standardize_input: bool = True
@@ -325,32 +92,40 @@ class ModelConfig:
     # the encoder. Off by default (docs/table1.md lists the measured effect).
     batch_norm: bool = False
     dropout: float = 0.0
+    hyperparameters: dict[str, float] = field(default_factory=dict)
     perturbations: list[str] = field(default_factory=list)
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        registered(self.method)  # a ValueError names the known methods
+        unknown = set(self.hyperparameters) - set(HYPERPARAMETERS)
+        if unknown:
+            raise ValueError(f"hyperparameters: unknown {sorted(unknown)}, known {list(HYPERPARAMETERS)}")
+
+    def weight(self) -> float | None:
+        """The value of the method's swept weight (its registry default when not given);
+        None for a method without one."""
+        spec = registered(self.method)
+        if spec.hyperparameter is None:
+            return None
+        return float(self.hyperparameters.get(spec.hyperparameter, spec.default))
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        """A config from its :meth:`to_dict` (also that of an older model.json)."""
+        values = {_LEGACY_KEYS.get(k, k): v for k, v in values.items()}
+        legacy = {_LEGACY_WEIGHTS[k]: values.pop(k) for k in list(values) if k in _LEGACY_WEIGHTS}
+        if legacy and "hyperparameters" not in values:
+            key = registered(values["method"]).hyperparameter
+            values["hyperparameters"] = {key: legacy[key]} if key and legacy.get(key) is not None else {}
+        return cls(**values)
 
     def stack_key(self) -> dict:
         """The settings models must share to be trained as one stack: all but the swept
         weights (``PER_MODEL``), which the model holds as tensors of its own."""
         return {k: v for k, v in self.to_dict().items() if k not in PER_MODEL}
-
-
-def build_prior(cfg: ModelConfig) -> Prior:
-    """The prior object of ``cfg.method``."""
-    k, p = cfg.n_perturbations, cfg.n_latent
-    if cfg.method in ("vae", "beta_vae"):
-        return StandardPrior(k, p)
-    if cfg.method == "ivae":
-        return ShiftPrior(k, p, graph_top_k=cfg.graph_top_k)
-    common = dict(init_logit=cfg.init_logit, temperature=cfg.temperature)
-    if cfg.method == "svae":
-        return SparseShiftPrior(k, p, "l1", lam=1.0 if cfg.lam is None else cfg.lam, **common)
-    return SparseShiftPrior(k, p, "beta", alpha=1.0 if cfg.alpha is None else cfg.alpha, **common)
 
 
 class SparseShiftVAE(nn.Module):
@@ -367,8 +142,6 @@ class SparseShiftVAE(nn.Module):
         self.decoder = mlp(cfg.n_latent, cfg.n_hidden, cfg.n_layers, cfg.n_genes, cfg.batch_norm)
         self.log_theta = nn.Parameter(torch.zeros(cfg.n_genes))
         self.prior = build_prior(cfg)
-        # beta-VAE's KL weight, per model in a stack (see SparseShiftPrior's lam and alpha)
-        self.register_buffer("beta", torch.tensor(float(cfg.beta)), persistent=False)
         # Per-gene centring and scaling of log1p(x) before the encoder: a fixed affine
         # reparameterisation of its first layer that keeps high-count genes (log1p
         # around 7 with a spread of a few tenths) well conditioned.
@@ -428,7 +201,7 @@ class SparseShiftVAE(nn.Module):
         kl_weight: float = 1.0,
         n_obs: int = 1,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Negative ELBO per cell (KL weighted by beta * kl_weight) plus the prior's global term.
+        """Negative ELBO per cell (KL weighted by the prior's kl_scale * kl_weight) plus the prior's global term.
 
         Returns the scalar loss and per-minibatch means of its parts; ``parts["elbo_cells"]``
         is the unweighted ELBO of each cell.
@@ -441,7 +214,7 @@ class SparseShiftVAE(nn.Module):
         recon = -self.log_likelihood(x, z)
         kl = kl_divergence(qz, self.prior.distribution(labels, like=qz.loc)).sum(-1)
         penalty = self.prior.penalty(n_obs, kl_weight)
-        loss = (recon + self.beta * kl_weight * kl).mean() + penalty
+        loss = (recon + self.prior.kl_scale * kl_weight * kl).mean() + penalty
         elbo_cells = -(recon + kl)
         parts = {
             "recon": recon.mean(),
@@ -560,7 +333,7 @@ class SparseShiftVAE(nn.Module):
     @classmethod
     def load(cls, weights_path, config_path, map_location="cpu") -> SparseShiftVAE:
         with open(config_path) as fh:
-            cfg = ModelConfig(**json.load(fh))
+            cfg = ModelConfig.from_dict(json.load(fh))
         model = cls(cfg)
         model.load_state_dict(torch.load(weights_path, map_location=map_location, weights_only=True))
         return model

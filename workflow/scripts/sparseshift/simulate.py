@@ -2,8 +2,8 @@
 
 Generative process
 ------------------
-* ``K`` perturbations, each targeting between ``targets_min`` and
-  ``targets_max`` of the ``p`` latent dimensions. The last ``n_heldout``
+* ``K`` perturbations, each targeting between ``targets_per_perturbation = [min, max]``
+  of the ``p`` latent dimensions. The last ``n_heldout``
   perturbation indices form the "heldout" split, the others "train".
 * For each target latent ``k`` of perturbation ``a`` the mean shift is
   ``mu[a, k] = s * m`` with ``m ~ Normal(effect_mean, effect_sd)`` and a random
@@ -21,7 +21,7 @@ determines the simulated data exactly.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import anndata as ad
@@ -38,6 +38,17 @@ LEAKY_RELU_SLOPE: float = 0.2
 def _is_int(value: object) -> bool:
     """Return True for integers (numpy included) but not for booleans."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _plain(value):
+    """``value`` as HDF5 attributes take it: numpy scalars as Python ones, tuples as lists."""
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _is_real(value: object) -> bool:
@@ -59,8 +70,8 @@ class SimulationConfig:
         n_heldout: Number of held-out perturbations (the last indices).
         cells_per_perturbation: Cells simulated per perturbation.
         n_genes: Number of genes (decoder output dimension).
-        targets_min: Minimum number of targets drawn per perturbation.
-        targets_max: Maximum number of targets drawn per perturbation.
+        targets_per_perturbation: ``(targets_min, targets_max)``, the least and most targets
+            drawn per perturbation.
         effect_mean: Mean of the shift magnitude.
         effect_sd: Standard deviation of the shift magnitude.
         library_size: Expected total count per cell (paper: 1e5; code: 1e6).
@@ -76,10 +87,10 @@ class SimulationConfig:
             expected total ``library_size`` per cell; the paper) or ``"cells"``
             (each gene's proportions sum to 1 over the cells, expected total
             ``library_size`` per gene; the released code).
-        heldout_targets_min, heldout_targets_max, heldout_effect_mean: when set, the
-            held-out perturbations are drawn with these instead (the paper's
-            out-of-domain scenarios: test perturbations sparser / denser or weaker /
-            stronger than the training ones); unset, they follow the training settings.
+        heldout: the held-out perturbations' own ``targets_per_perturbation`` and
+            ``effect_mean`` (the paper's out-of-domain scenarios: test perturbations sparser /
+            denser or weaker / stronger than the training ones); unset keys follow the
+            training settings.
         seed: Seed of the single random generator.
     """
 
@@ -88,8 +99,7 @@ class SimulationConfig:
     n_heldout: int = 20
     cells_per_perturbation: int = 250
     n_genes: int = 100
-    targets_min: int = 1
-    targets_max: int = 3
+    targets_per_perturbation: tuple[int, int] = (1, 3)
     effect_mean: float = 5.0
     effect_sd: float = 0.5
     library_size: float = 1e5
@@ -98,9 +108,7 @@ class SimulationConfig:
     decoder_layers: int = 3
     standardize_logits: bool = True
     softmax_over: Literal["genes", "cells"] = "genes"
-    heldout_targets_min: int | None = None
-    heldout_targets_max: int | None = None
-    heldout_effect_mean: float | None = None
+    heldout: dict = field(default_factory=dict)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -110,8 +118,6 @@ class SimulationConfig:
             "n_perturbations",
             "cells_per_perturbation",
             "n_genes",
-            "targets_min",
-            "targets_max",
             "decoder_hidden",
         ):
             value = getattr(self, name)
@@ -131,23 +137,27 @@ class SimulationConfig:
                 f"target_sampling must be one of {_TARGET_SAMPLING_CHOICES}, "
                 f"got {self.target_sampling!r}"
             )
+        unknown = set(self.heldout) - {"targets_per_perturbation", "effect_mean"}
+        if unknown:
+            raise ValueError(f"heldout: unknown keys {sorted(unknown)} (targets_per_perturbation, effect_mean)")
         for prefix in ("", "heldout_"):
+            key = "heldout.targets_per_perturbation" if prefix else "targets_per_perturbation"
+            pair = self.heldout.get("targets_per_perturbation", (1, 1)) if prefix else self.targets_per_perturbation
+            if len(pair) != 2:
+                raise ValueError(f"{key} must be [min, max], got {pair!r}")
             low, high = self.targets_range(held_out=bool(prefix))
             for name, value in ((f"{prefix}targets_min", low), (f"{prefix}targets_max", high)):
                 if not _is_int(value) or value < 1:
-                    raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                    raise ValueError(f"{key}: {name} must be a positive integer, got {value!r}")
             if low > high:
-                raise ValueError(
-                    f"{prefix}targets_min ({low}) must not exceed {prefix}targets_max ({high})"
-                )
+                raise ValueError(f"{key}: {prefix}targets_min ({low}) must not exceed {prefix}targets_max ({high})")
             if self.target_sampling == "without_replacement" and high > self.n_latent:
                 raise ValueError(
-                    f"{prefix}targets_max ({high}) must not exceed n_latent "
+                    f"{key}: {prefix}targets_max ({high}) must not exceed n_latent "
                     f"({self.n_latent}) when target_sampling is 'without_replacement'"
                 )
-        for name in ("effect_mean", "heldout_effect_mean"):
-            value = getattr(self, name)
-            if not _is_real(value) and not (name.startswith("heldout") and value is None):
+        for name, value in (("effect_mean", self.effect_mean), ("heldout.effect_mean", self.effect(True))):
+            if not _is_real(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         if not _is_real(self.effect_sd) or self.effect_sd < 0:
             raise ValueError(
@@ -164,17 +174,15 @@ class SimulationConfig:
 
     def targets_range(self, held_out: bool = False) -> tuple[int, int]:
         """[min, max] targets of a training (or held-out) perturbation."""
-        if held_out:
-            return (
-                self.targets_min if self.heldout_targets_min is None else self.heldout_targets_min,
-                self.targets_max if self.heldout_targets_max is None else self.heldout_targets_max,
-            )
-        return self.targets_min, self.targets_max
+        low, high = self.targets_per_perturbation
+        if held_out and "targets_per_perturbation" in self.heldout:
+            low, high = self.heldout["targets_per_perturbation"]
+        return low, high
 
     def effect(self, held_out: bool = False) -> float:
         """Mean shift magnitude of a training (or held-out) perturbation."""
-        if held_out and self.heldout_effect_mean is not None:
-            return self.heldout_effect_mean
+        if held_out and "effect_mean" in self.heldout:
+            return self.heldout["effect_mean"]
         return self.effect_mean
 
     @property
@@ -192,9 +200,7 @@ class SimulationConfig:
         out: dict[str, int | float | str] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if isinstance(value, (np.integer, np.floating)):
-                value = value.item()
-            out[field.name] = value
+            out[field.name] = _plain(value)
         return out
 
 

@@ -1,0 +1,265 @@
+"""What a configuration runs: its checks, its runs, replicates and stacked jobs, and the
+settings each job receives.
+
+The Snakefile (workflow/rules/common.smk) builds one :class:`Plan` when it parses the
+config; every rule asks it. The schema (workflow/schemas/config.schema.yaml) checks each
+key's type and range and fills the defaults; :meth:`Plan.check` is the one place for what a
+schema cannot say (names known to the method registry, fields that depend on each other),
+each failure naming its config key. The settings handed to a job carry the config keys
+unchanged, as the dataclasses they fill name them (:class:`~sparseshift.model.ModelConfig`,
+:class:`~sparseshift.simulate.SimulationConfig`, :class:`~sparseshift.train.TrainConfig`).
+Free of torch, so that parsing the workflow stays quick.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+from .methods import HYPERPARAMETERS, METHODS, REGISTRY
+from .simulate import SimulationConfig
+
+# The KL weight of the models of every method that does not sweep it (summary columns).
+RECORD_DEFAULTS = {"beta": 1.0}
+# The keys of a simulation entry that are not SimulationConfig fields.
+_SIMULATION_ONLY = ("name", "transfer", "methods", "hyperparameters")
+
+
+class ConfigError(ValueError):
+    """A configuration the pipeline cannot run, naming the key."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(f"config key {key}: {message}")
+
+
+def _number(value):
+    if isinstance(value, str):
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+    return value
+
+
+def prepare(config: dict) -> None:
+    """Before the schema: ``--config`` passes list items and numbers as strings (read numeric
+    ones as numbers, ``verbose=true`` as a boolean); keys of earlier versions are named with
+    what replaces them."""
+    if "stack_seeds" in config:
+        raise ConfigError("stack_seeds", "replaced by stack_models (1: one model per job; N: the seeds, "
+                          "settings and replicates of a method trained in stacks of up to N models)")
+    if config.get("verbose") in ("true", "false", "True", "False"):
+        config["verbose"] = config["verbose"].lower() == "true"
+    if isinstance(config.get("stack_models"), str) and config["stack_models"].isdigit():
+        config["stack_models"] = int(config["stack_models"])
+    if isinstance(config.get("seeds"), list):
+        config["seeds"] = [_number(v) for v in config["seeds"]]
+    for key, values in (config.get("hyperparameters") or {}).items():
+        if isinstance(values, list):
+            config["hyperparameters"][key] = [_number(v) for v in values]
+
+
+def tag(n_latent: int, hp: dict) -> str:
+    """The folder of a run's setting, e.g. ``p15_alpha100``."""
+    return "_".join([f"p{n_latent}"] + [f"{k}{v:g}" for k, v in hp.items()])
+
+
+def replicate_seed(seed, replicate) -> int:
+    """Seed of a run's replicate: replicate 0 is the run itself."""
+    return int(seed) + 1000 * int(replicate)
+
+
+def chunks(members: list, size: int) -> list[list]:
+    """``members`` cut into the fewest consecutive chunks of at most ``size``, of near-equal size."""
+    n = -(-len(members) // size)
+    return [members[i * len(members) // n : (i + 1) * len(members) // n] for i in range(n)]
+
+
+class Plan:
+    """The runs of a config as the schema filled it, checked first (:meth:`check`).
+
+    A run is one method with one setting (latent dimension and swept weight) trained with
+    one seed on one dataset of an arm (a simulation setting, or a Replogle hold-out fold),
+    keyed by ``(arm, dataset, method, tag)``; its replicates (another training seed each)
+    serve the unsupervised selection among the settings of a method (UDR).
+    """
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.simulations = {sim["name"]: sim for sim in config["simulations"]}
+        self.replogle = config["replogle"]
+        self.seeds = {"simulation": config["seeds"], "replogle": self.replogle["seeds"]}
+        self.check()
+        self.runs = self._runs()
+
+    # ------------------------------------------------------------------ checks
+    def check(self) -> None:
+        """Everything the schema cannot check; a :class:`ConfigError` names the key."""
+        config = self.config
+        for key, methods in [("methods", config["methods"]), ("enrichment.methods", config["enrichment"]["methods"])] + [
+            (f"simulations.{i}.methods", sim["methods"]) for i, sim in enumerate(config["simulations"]) if "methods" in sim
+        ]:
+            for j, name in enumerate(methods):
+                if name not in REGISTRY:
+                    raise ConfigError(f"{key}.{j}", f"{name!r} is not one of {', '.join(METHODS)}")
+        names = list(self.simulations)
+        if len(names) != len(config["simulations"]):
+            raise ConfigError("simulations", f"names must be unique, got {[s['name'] for s in config['simulations']]}")
+        for i, sim in enumerate(config["simulations"]):
+            try:
+                SimulationConfig(**self.simulation_settings(SimpleNamespace(simulation=sim["name"], seed=0)))
+            except ValueError as err:
+                field = re.match(r"[\w.]+", str(err)).group()
+                raise ConfigError(f"simulations.{i}.{field}", str(err)) from None
+        if config["stack_models"] > 1 and config["model"]["batch_norm"]:
+            raise ConfigError("model.batch_norm", "BatchNorm is not available in stacked jobs (its running "
+                              "statistics are not kept in a stack; set stack_models to 1)")
+        self._check_replogle()
+
+    def _check_replogle(self) -> None:
+        replogle = self.replogle
+        if not replogle["enabled"]:
+            return
+        names = [fold["name"] for fold in replogle["folds"]]
+        if len(set(names)) != len(names):
+            raise ConfigError("replogle.folds", f"names must be unique, got {names}")
+        for i, fold in enumerate(replogle["folds"]):
+            if fold["effect"] == ("cluster" in fold):
+                raise ConfigError(f"replogle.folds.{i}", "give either 'cluster' (a Table S3 description) or "
+                                  "'effect: true', not both or neither")
+        for key in ("h5ad", "table_s3"):
+            path = replogle[key]
+            if path and not Path(path).is_file():
+                raise ConfigError(f"replogle.{key}", f"{path} is not a file (set it to null to download it to "
+                                  f"{replogle['data_dir']})")
+
+    # ------------------------------------------------------------------ runs
+    def _runs(self) -> dict[tuple, dict]:
+        """Every training run: arm x dataset x method x setting (x seed)."""
+        config = self.config
+        datasets = []
+        for sim in config["simulations"]:
+            grid = {**config["hyperparameters"], **sim.get("hyperparameters", {})}
+            datasets.append(("simulation", sim["name"], grid["n_latent"] or [sim["n_latent"]], grid,
+                             sim.get("methods", config["methods"])))
+        if self.replogle["enabled"]:
+            grid = {**config["hyperparameters"], **self.replogle.get("hyperparameters", {})}
+            for fold in self.replogle["folds"]:
+                datasets.append(("replogle", fold["name"], [self.replogle["n_latent"]], grid, config["methods"]))
+        runs = {}
+        for arm, dataset, latents, grid, methods in datasets:
+            for method in methods:
+                key = REGISTRY[method].hyperparameter
+                for n_latent, value in itertools.product(latents, grid[key] if key else [None]):
+                    hp = {key: value} if key else {}
+                    runs[(arm, dataset, method, tag(n_latent, hp))] = {"n_latent": n_latent, **hp}
+        return runs
+
+    def candidates(self, arm, dataset, method, n_latent) -> list[str]:
+        """The settings of ``method`` on one dataset and latent dimension: selection chooses among them."""
+        return [hp for (a, d, m, hp), run in self.runs.items()
+                if (a, d, m) == (arm, dataset, method) and run["n_latent"] == n_latent]
+
+    def n_replicates(self, arm, dataset, method, hp) -> int:
+        """Models trained per run and seed: several when the run competes with other settings
+        of its method (selection compares each setting's replicates), else one."""
+        n_latent = self.runs[(arm, dataset, method, hp)]["n_latent"]
+        several = len(self.candidates(arm, dataset, method, n_latent)) > 1
+        return self.config["selection"]["replicates"] if several else 1
+
+    def transfers(self, arm, dataset) -> bool:
+        """Whether the runs on ``dataset`` go through the transfer protocol (a simulation setting
+        with ``transfer: false`` does not)."""
+        return arm != "simulation" or self.simulations[dataset]["transfer"]
+
+    def members(self, arm=None, methods=None, replicates: bool = False) -> list[SimpleNamespace]:
+        """Every run (and, with ``replicates``, replicate) and seed, as wildcards (of ``arm`` and
+        ``methods`` only, when given)."""
+        return [
+            SimpleNamespace(arm=a, dataset=dataset, method=method, hp=hp, seed=seed, replicate=r)
+            for (a, dataset, method, hp) in self.runs
+            if (arm is None or a == arm) and (methods is None or method in methods)
+            for seed in self.seeds[a]
+            for r in range(self.n_replicates(a, dataset, method, hp) if replicates else 1)
+        ]
+
+    def stacks(self, transfer: bool) -> dict[str, list[SimpleNamespace]]:
+        """The stacked jobs (config key stack_models): job id -> its models, each the wildcards
+        of one run or replicate. A job holds the seeds, settings and replicates of one method on
+        one dataset and latent dimension (for the transfer, the runs only), at most
+        stack_models of them."""
+        groups: dict[tuple, list] = {}
+        for member in self.members(replicates=not transfer):
+            if transfer and not self.transfers(member.arm, member.dataset):
+                continue
+            n_latent = self.runs[(member.arm, member.dataset, member.method, member.hp)]["n_latent"]
+            groups.setdefault((member.arm, member.dataset, member.method, n_latent), []).append(member)
+        jobs = {}
+        for (arm, dataset, method, n_latent), group in groups.items():
+            parts = chunks(group, self.config["stack_models"])
+            for k, part in enumerate(parts):
+                part_id = f"_part{k + 1}" if len(parts) > 1 else ""
+                jobs[f"{arm}_{dataset}_{method}_p{n_latent}{part_id}"] = part
+        return jobs
+
+    # ------------------------------------------------------------------ settings of the jobs
+    def _hp(self, wildcards) -> dict:
+        return self.runs[(wildcards.arm, wildcards.dataset, wildcards.method, wildcards.hp)]
+
+    def simulation_settings(self, wildcards) -> dict:
+        """SimulationConfig of one simulation setting and seed."""
+        sim = self.simulations[wildcards.simulation]
+        return {k: v for k, v in sim.items() if k not in _SIMULATION_ONLY} | {"seed": int(wildcards.seed)}
+
+    def model_settings(self, wildcards) -> dict:
+        """ModelConfig of a run but the dataset's sizes: the ``model`` section, the method and
+        its setting."""
+        hp = dict(self._hp(wildcards))
+        n_latent = hp.pop("n_latent")
+        return {"method": wildcards.method, "n_latent": n_latent, **self.config["model"], "hyperparameters": hp}
+
+    def arm_config(self, wildcards) -> dict:
+        """The arm's own configuration section (train, transfer)."""
+        return self.config if wildcards.arm == "simulation" else self.replogle
+
+    def train_settings(self, wildcards) -> dict:
+        """TrainConfig of a run, or of its replicate (seed s + 1000 r)."""
+        seed = replicate_seed(wildcards.seed, getattr(wildcards, "replicate", 0))
+        return {**self.arm_config(wildcards)["train"], "seed": seed}
+
+    def transfer_settings(self, wildcards) -> dict:
+        return self.arm_config(wildcards)["transfer"]
+
+    def record(self, wildcards) -> dict:
+        """Identifiers and setting of a run, as they appear in its metrics and summary.tsv."""
+        hp = self._hp(wildcards)
+        weights = {key: hp.get(key, RECORD_DEFAULTS.get(key)) for key in HYPERPARAMETERS}
+        return {
+            ("simulation" if wildcards.arm == "simulation" else "fold"): wildcards.dataset,
+            "method": wildcards.method,
+            "seed": int(wildcards.seed),
+            "run": wildcards.hp,
+            "n_latent": hp["n_latent"],
+            **weights,
+        }
+
+
+def check_fold_clusters(table_s3, folds: list[dict]) -> None:
+    """Every fold's cluster found in Table S3 (``table_s3``, a local workbook)."""
+    from .io import InputError
+    from .replogle import find_cluster, read_table_s3
+
+    try:
+        clusters, _ = read_table_s3(table_s3)
+    except InputError as err:
+        raise ConfigError("replogle.table_s3", str(err)) from None
+    for i, fold in enumerate(folds):
+        try:
+            if "cluster" in fold:
+                find_cluster(clusters, fold)
+        except InputError as err:
+            raise ConfigError(f"replogle.folds.{i}.cluster", str(err)) from None

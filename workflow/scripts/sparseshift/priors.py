@@ -1,0 +1,275 @@
+"""The priors p(z | perturbation): what distinguishes the methods (:mod:`sparseshift.methods`).
+
+=============  ==========================================  ===============================
+method         prior of a cell under perturbation a          extra loss term
+=============  ==========================================  ===============================
+``vae``        N(0, I)                                       -
+``beta_vae``   N(0, I), KL weighted by beta                  -
+``ivae``       N(mu_a, I)                                    -
+``svae``       N(mu_a * m_a, I), m_a a Gumbel-sigmoid mask   lambda * mean(sigmoid(logits))
+``svae_plus``  spike and slab, gamma_ak ~ Bernoulli(pi),     -log Beta(q_ak; 1, alpha) / N
+               pi ~ Beta(1, alpha)
+=============  ==========================================  ===============================
+
+Every prior is built from the model's :class:`~sparseshift.model.ModelConfig`; the registry
+names each method's prior class, and :func:`build_prior` looks it up here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from torch.distributions import Beta, Normal
+
+from .methods import method as registered
+
+if TYPE_CHECKING:
+    from .model import ModelConfig
+
+
+class _StraightThroughStep(torch.autograd.Function):
+    """Heaviside step forward, sigmoid derivative backward.
+
+    ``sigmoid(v) > 0.5`` is ``v > 0``; the backward pass uses
+    ``sigmoid(v) * sigmoid(-v)``, which stays non-zero in float32 for large |v|
+    (autograd through ``torch.sigmoid`` would return exactly 0 once sigmoid(v)
+    rounds to 1). Written with ``setup_context`` so that ``torch.func.vmap`` can
+    batch it (several models trained as one, :func:`sparseshift.batched.fit_many`).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(v: torch.Tensor) -> torch.Tensor:
+        return (v > 0).to(v.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (v,) = ctx.saved_tensors
+        return grad * torch.sigmoid(v) * torch.sigmoid(-v)
+
+
+def straight_through_gumbel_sigmoid(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """A hard {0, 1} sample of Bernoulli(sigmoid(logits)) with a relaxed gradient.
+
+    The relaxed (binary Concrete) sample in logit space is
+    ``(logits + logit(u)) / temperature`` with u ~ Uniform(0, 1), i.e. Logistic
+    noise; the forward value is its sign, the backward pass that of ``sigmoid``
+    (the straight-through estimator). ``LogitRelaxedBernoulli`` is not used because
+    it clamps its logits to about ±16, which zeroes the gradient beyond.
+    """
+    eps = torch.finfo(logits.dtype).eps
+    u = torch.rand_like(logits).clamp(eps, 1 - eps)
+    return _StraightThroughStep.apply((logits + torch.logit(u)) / temperature)
+
+
+# ----------------------------------------------------------------------------- priors
+
+
+class Prior(nn.Module):
+    """p(z | perturbation) of a cell: N(shift(a), I), plus an optional global term.
+
+    Subclasses override :meth:`shift` (the prior mean of each cell of a minibatch)
+    and, where they have one, :meth:`penalty` and :meth:`target_scores`. ``kl_scale``
+    weights the KL term of the loss (beta-VAE's beta, 1 otherwise). The swept weights are
+    (non-persistent) buffers rather than floats, so that models of one method with different
+    settings can be stacked (:mod:`sparseshift.batched`), each with its own value; they are
+    rebuilt from the ModelConfig, not saved.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_perturbations = cfg.n_perturbations
+        self.n_latent = cfg.n_latent
+        self.register_buffer("kl_scale", torch.tensor(1.0), persistent=False)
+
+    def shift(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """Prior mean of each cell (batch, n_latent), or None for a centred prior."""
+        return None
+
+    def distribution(self, labels: torch.Tensor, like: torch.Tensor) -> Normal:
+        loc = self.shift(labels)
+        if loc is None:
+            loc = torch.zeros_like(like)
+        return Normal(loc, torch.ones_like(loc), validate_args=False)
+
+    def penalty(self, n_obs: int, kl_weight: float) -> torch.Tensor | float:
+        """Global term of the loss, on the per-cell scale (divided by ``n_obs``)."""
+        return 0.0
+
+    def target_scores(self) -> torch.Tensor | None:
+        """Scores (n_perturbations, n_latent) of the learned target graph, if any."""
+        return None
+
+    def target_graph(self) -> torch.Tensor | None:
+        """The learned binary target graph (n_perturbations, n_latent), if any."""
+        return None
+
+    def mask_density(self) -> float:
+        return float("nan")
+
+    def learned_shifts(self) -> torch.Tensor | None:
+        """The shift of each perturbation's prior mean (n_perturbations, n_latent), if any."""
+        return None
+
+    # -- the transfer protocol (held-out perturbations); no-ops without perturbation parameters
+    def shift_parameter(self) -> nn.Parameter | None:
+        """The per-perturbation shifts (n_perturbations, n_latent), if the prior has any."""
+        return None
+
+    def binarize_targets(self, held_out: torch.Tensor) -> None:
+        """Fix the target graph and give the ``held_out`` perturbations shift 0 (see subclasses)."""
+
+
+class StandardPrior(Prior):
+    """N(0, I) whatever the perturbation (VAE)."""
+
+
+class BetaKLPrior(StandardPrior):
+    """N(0, I), the KL term weighted by beta (beta-VAE)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.kl_scale.fill_(cfg.weight())
+
+
+class ShiftPrior(Prior):
+    """N(mu_a, I): a learned mean per perturbation (iVAE).
+
+    Its target graph is the ``ivae_graph_top_k`` latents of largest |mu_a| (2 in the paper).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.mu = nn.Parameter(torch.randn(cfg.n_perturbations, cfg.n_latent))
+        self.graph_top_k = cfg.ivae_graph_top_k
+
+    def shift(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.mu[labels]
+
+    def target_scores(self) -> torch.Tensor:
+        return self.mu.detach().abs()
+
+    def target_graph(self) -> torch.Tensor:
+        scores = self.target_scores()
+        k = min(self.graph_top_k, self.n_latent)
+        top = scores.topk(k, dim=1).indices
+        return torch.zeros_like(scores).scatter_(1, top, 1.0)
+
+    def learned_shifts(self) -> torch.Tensor:
+        return self.mu.detach()
+
+    def shift_parameter(self) -> nn.Parameter:
+        return self.mu
+
+    @torch.no_grad()
+    def binarize_targets(self, held_out: torch.Tensor) -> None:
+        """Reset the shifts of ``held_out`` perturbations (never trained) to 0."""
+        self.mu[held_out] = 0.0
+
+
+class SparseShiftPrior(ShiftPrior):
+    """N(mu_a * m_a, I) with a learned Bernoulli mask m_a (sVAE and sVAE+).
+
+    Each cell draws its own straight-through Gumbel-sigmoid mask from
+    ``sigmoid(logits[a])`` during training; in evaluation mode the mask is the
+    deterministic graph ``logits > 0``. Subclasses give the global sparsity term
+    (:meth:`sparsity`) of the mask probabilities q = sigmoid(logits).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.temperature = cfg.temperature
+        self.logits = nn.Parameter(torch.full((cfg.n_perturbations, cfg.n_latent), float(cfg.mask_init_logit)))
+        # Set by binarize_targets(): the mask is then this fixed graph, in training too.
+        self.register_buffer("fixed_mask", torch.ones(cfg.n_perturbations, cfg.n_latent))
+        self.register_buffer("mask_frozen", torch.tensor(False))
+
+    def sparsity(self, q: torch.Tensor, n_obs: int, kl_weight: float) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def frozen(self) -> bool:
+        return bool(self.mask_frozen)
+
+    def mask(self, labels: torch.Tensor) -> torch.Tensor:
+        if self.frozen:
+            return self.fixed_mask[labels]
+        logits = self.logits[labels]
+        if self.training:
+            return straight_through_gumbel_sigmoid(logits, self.temperature)
+        return (logits > 0).to(logits.dtype)
+
+    def shift(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.mu[labels] * self.mask(labels)
+
+    def probabilities(self) -> torch.Tensor:
+        return torch.sigmoid(self.logits)
+
+    def penalty(self, n_obs: int, kl_weight: float) -> torch.Tensor | float:
+        if self.frozen:
+            return 0.0  # a fixed graph: the sparsity term is a constant
+        return self.sparsity(self.probabilities(), n_obs, kl_weight)
+
+    def target_scores(self) -> torch.Tensor:
+        if self.frozen:
+            return self.fixed_mask.clone()
+        return self.probabilities().detach()
+
+    def target_graph(self) -> torch.Tensor:
+        if self.frozen:
+            return self.fixed_mask.clone()
+        return (self.logits.detach() > 0).float()
+
+    def mask_density(self) -> float:
+        return float(self.target_graph().mean())
+
+    def learned_shifts(self) -> torch.Tensor:
+        return self.mu.detach() * self.target_graph()
+
+    @torch.no_grad()
+    def binarize_targets(self, held_out: torch.Tensor) -> None:
+        """Step 2 of the transfer protocol: freeze the mask at its learned graph
+        (``logits > 0``); ``held_out`` perturbations target every latent (mask 1) with
+        shift 0, as in the paper."""
+        self.fixed_mask.copy_(self.target_graph())
+        self.fixed_mask[held_out] = 1.0
+        super().binarize_targets(held_out)
+        self.mask_frozen.fill_(True)
+        self.logits.requires_grad_(False)
+
+
+class L1MaskPrior(SparseShiftPrior):
+    """sVAE: the sparsity term ``lambda * mean(q)``."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.register_buffer("lam", torch.tensor(cfg.weight()), persistent=False)
+
+    def sparsity(self, q: torch.Tensor, n_obs: int, kl_weight: float) -> torch.Tensor:
+        return self.lam * q.mean()
+
+
+class BetaMaskPrior(SparseShiftPrior):
+    """sVAE+: ``-sum log Beta(q; 1, alpha) / n_obs``, warmed up with the KL. This is the
+    spike-and-slab model with the Bernoulli parameter psi fixed to E[q(gamma)], as in the paper."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.register_buffer("alpha", torch.tensor(cfg.weight()), persistent=False)
+
+    def sparsity(self, q: torch.Tensor, n_obs: int, kl_weight: float) -> torch.Tensor:
+        eps = 1e-6
+        beta = Beta(torch.ones_like(self.alpha), self.alpha, validate_args=False)
+        return -kl_weight * beta.log_prob(q.clamp(eps, 1 - eps)).sum() / n_obs
+
+
+def build_prior(cfg: ModelConfig) -> Prior:
+    """The prior of ``cfg.method``: the class the method registry names."""
+    return globals()[registered(cfg.method).prior](cfg)
