@@ -35,8 +35,9 @@ TIMINGS = {"train_seconds", "seconds_per_epoch", "retrain_seconds", "finetune_se
 
 def job(function: str, args: list, kill_in: str | None = None) -> int:
     """``sparseshift.run.<function>(*args)`` in a new process, as a rule script runs it; with
-    ``kill_in`` (``train`` or ``batched``) the process SIGKILLs itself right after that module
-    wrote its first checkpoint. Returns the exit status."""
+    ``kill_in`` (``train``, the module of the training loop of one model and of a stack)
+    the process SIGKILLs itself right after that module wrote its first checkpoint. Returns
+    the exit status."""
     code = textwrap.dedent(f"""
         import contextlib, os, signal
         import torch
@@ -137,7 +138,7 @@ def test_a_killed_stacked_training_job_resumes_to_the_numbers_of_an_uninterrupte
                                             straight]) == 0
     checkpoint = tmp_path / "stack.pt"
     args = [[dataset] * 2, models, train, "cpu", str(checkpoint), killed]
-    assert job("train_stacked_from_files", args, kill_in="batched") == -signal.SIGKILL
+    assert job("train_stacked_from_files", args, kill_in="train") == -signal.SIGKILL
     assert checkpoint.exists() and not (tmp_path / "killed").exists()
     assert job("train_stacked_from_files", args) == 0
     assert not checkpoint.exists()
@@ -160,7 +161,7 @@ def test_a_killed_stacked_transfer_job_resumes_to_the_numbers_of_an_uninterrupte
     assert job("transfer_stacked_from_files", [inputs, train, transfer, "cpu", str(tmp_path / "a.pt"), straight]) == 0
     checkpoint = tmp_path / "stack.transfer.pt"
     args = [inputs, train, transfer, "cpu", str(checkpoint), killed]
-    assert job("transfer_stacked_from_files", args, kill_in="batched") == -signal.SIGKILL
+    assert job("transfer_stacked_from_files", args, kill_in="train") == -signal.SIGKILL
     assert checkpoint.exists() and not (tmp_path / "killed").exists()
     assert job("transfer_stacked_from_files", args) == 0
     assert not checkpoint.exists()

@@ -10,19 +10,17 @@ fused Adam step over the stacked tensors, which is the same update as N separate
 Adam optimisers (Adam acts element-wise). The model class is not duplicated; each
 model keeps its own data, minibatch order and random draws.
 
-:func:`fit_many` is the training loop of :func:`sparseshift.train.fit` for a stack,
-resumable from a checkpoint, without early stopping; ``python -m sparseshift.benchmark
---models N`` measures it.
+A :class:`ModelStack` with an optimiser (:meth:`ModelStack.optimise`) is a
+:class:`sparseshift.train.Trainee`: :func:`fit_many` trains it with the training loop of
+:func:`sparseshift.train.fit`, :func:`sparseshift.train.train_models` (resumable, early
+stopping per model); ``python -m sparseshift.benchmark --models N`` measures it.
 """
 
 from __future__ import annotations
 
 import copy
-import logging
 import operator
 import os
-import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,13 +28,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from .io import CONSOLE, atomic_path
 from .model import PER_MODEL, SparseShiftVAE
-from .train import (
-    HISTORY_COLUMNS, TrainConfig, check_epoch, epoch_parts, kl_weight_at, restore_rng_state, rng_state,
-)
-
-log = logging.getLogger(__name__)
+from .train import TrainConfig, TrainingData, train_models
 
 # The same for every model of a stack and read as a Python bool by the prior:
 # kept out of the batched buffers (vmap cannot branch on a batched tensor).
@@ -55,7 +48,11 @@ class _Call(nn.Module):
 
 
 class ModelStack:
-    """N models of one configuration as stacked tensors (leading dimension: the model)."""
+    """N models of one configuration as stacked tensors (leading dimension: the model);
+    with an optimiser (:meth:`optimise`), a :class:`sparseshift.train.Trainee`."""
+
+    stacked = True
+    optimiser: torch.optim.Adam | None = None
 
     def __init__(self, models: list[SparseShiftVAE]):
         if not models:
@@ -100,53 +97,67 @@ class ModelStack:
         buffers = {k: v[i] for k, v in self.buffers.items()}
         return functional_call(self._call, (params, buffers), (method, *args), strict=False)
 
+    def optimise(self, lr: float, trainable: dict | None = None) -> ModelStack:
+        """Give the stack an Adam optimiser over its trained parameters: those named in
+        ``trainable`` (their gradient multiplied by its value, e.g. to train only some rows),
+        else every one that needs one. Returns the stack."""
+        self.lr, self.trainable = lr, trainable
+        params = []
+        for name, param in self.params.items():
+            if trainable is not None:
+                scale = trainable.get(name.removeprefix("model."))
+                param.requires_grad_(scale is not None)
+                if scale is not None:
+                    param.register_hook(lambda grad, scale=scale: grad * scale)
+            if param.requires_grad:
+                params.append(param)
+        self.optimiser = torch.optim.Adam(params, lr=lr, fused=True)
+        return self
+
     def select(self, keep: list[int]) -> ModelStack:
-        """The stack of models ``keep`` (positions in this stack) alone, as new leaf tensors."""
+        """The stack of models ``keep`` (positions in this stack) alone, as new leaf tensors;
+        with an optimiser, the same Adam state (moments, step) for every remaining model."""
         index = torch.as_tensor(keep, device=next(iter(self.params.values())).device)
         out = copy.copy(self)
         out.params = {k: v.detach()[index].requires_grad_(v.requires_grad) for k, v in self.params.items()}
         out.buffers = {k: v[index] for k, v in self.buffers.items()}
+        if self.optimiser is not None:
+            out.optimise(self.lr, self.trainable)
+            for name, param in self.params.items():
+                if param in self.optimiser.state:
+                    moments = self.optimiser.state[param].items()
+                    kept = {k: v[index] if v.dim() else v.clone() for k, v in moments}
+                    out.optimiser.state[out.params[name]] = kept
         return out
 
     def weights(self, i: int) -> dict[str, torch.Tensor]:
         """The parameters of model ``i`` of the stack (copies)."""
         return {k: v[i].detach().clone() for k, v in self.params.items()}
 
+    @torch.no_grad()
+    def write(self, model: SparseShiftVAE, weights: dict[str, torch.Tensor]) -> None:
+        """Copy one model's stacked parameters (:meth:`weights`) into ``model``."""
+        for name, param in model.named_parameters():
+            param.copy_(weights[f"model.{name}"])
 
-@torch.no_grad()
-def load_weights(model: SparseShiftVAE, weights: dict[str, torch.Tensor]) -> None:
-    """Copy one model's stacked parameters (:meth:`ModelStack.weights`) into ``model``."""
-    for name, param in model.named_parameters():
-        param.copy_(weights[f"model.{name}"])
+    def loss(self, x: torch.Tensor, labels: torch.Tensor, kl_weight: float, n_obs: int):
+        """Every model's loss on its own minibatch (different random draws)."""
+        return self("loss", x, labels, kl_weight=kl_weight, n_obs=n_obs)
 
+    def finite(self) -> torch.Tensor:
+        """Whether each model's parameters are all finite, shape (N,)."""
+        finite = [torch.isfinite(p.reshape(len(p), -1)).all(1) for p in self.params.values()]
+        return torch.stack(finite).all(0)
 
-def _optimiser(stack: ModelStack, lr: float, trainable: dict | None) -> torch.optim.Adam:
-    """Adam over the stack's trained parameters: those named in ``trainable`` (their gradient
-    multiplied by its value, e.g. to train only some rows), else every one that needs one."""
-    params = []
-    for name, param in stack.params.items():
-        if trainable is not None:
-            scale = trainable.get(name.removeprefix("model."))
-            param.requires_grad_(scale is not None)
-            if scale is not None:
-                param.register_hook(lambda grad, scale=scale: grad * scale)
-        if param.requires_grad:
-            params.append(param)
-    return torch.optim.Adam(params, lr=lr, fused=True)
+    def state(self) -> dict:
+        params = {k: v.detach() for k, v in self.params.items()}
+        return {"params": params, "optimiser": self.optimiser.state_dict()}
 
-
-def _drop(stack, optimiser, keep, lr, trainable):
-    """The stack and optimiser of the models at positions ``keep`` only: the same Adam
-    state (moments, step) for every remaining model, the stopped ones' removed."""
-    index = torch.as_tensor(keep, device=next(iter(stack.params.values())).device)
-    smaller = stack.select(keep)
-    new = _optimiser(smaller, lr, trainable)
-    for name, param in stack.params.items():
-        if param in optimiser.state:
-            new.state[smaller.params[name]] = {
-                k: (v[index] if v.dim() else v.clone()) for k, v in optimiser.state[param].items()
-            }
-    return smaller, new
+    @torch.no_grad()
+    def load_state(self, state: dict) -> None:
+        for name, param in self.params.items():
+            param.copy_(state["params"][name])
+        self.optimiser.load_state_dict(state["optimiser"])
 
 
 def fit_many(
@@ -174,114 +185,16 @@ def fit_many(
     name -> gradient multiplier) trains those parameters only (step 3 of the transfer).
     The models are trained in place and left in evaluation mode. When ``checkpoint`` is
     given, the stack's state (weights, optimiser, random generators, histories, stopped
-    models) is saved there every ``cfg.checkpoint_every`` epochs and a later call resumes from it.
+    models) is saved there every ``cfg.checkpoint_every`` epochs before the last and a later call
+    resumes from it.
     """
     n = len(models)
     if not (len(xs) == len(labels) == len(train_idx) == len(val_idx) == n):
         raise ValueError("fit_many: models, xs, labels, train_idx and val_idx must have one entry per model")
     if len({x.shape for x in xs}) > 1 or len({len(t) for t in train_idx}) > 1 or len({len(v) for v in val_idx}) > 1:
         raise ValueError("fit_many: every model's data must have the same shape and split sizes")
-    device = xs[0].device
     seeds = [cfg.seed + i for i in range(n)] if seeds is None else list(seeds)
     torch.manual_seed(cfg.seed)
-    # each distinct dataset once on the device; model i reads dataset source[i]
-    distinct: dict[tuple[int, int], int] = {}
-    source = [distinct.setdefault((id(x), id(lab)), len(distinct)) for x, lab in zip(xs, labels)]
-    x_all = torch.stack([xs[source.index(j)] for j in range(len(distinct))])
-    l_all = torch.stack([labels[source.index(j)] for j in range(len(distinct))])
-    source_t = torch.as_tensor(source, device=device)
-    train_t = torch.stack([torch.as_tensor(t, device=device) for t in train_idx])
-    vals = [(x[v], lab[v]) for x, lab, v in zip(xs, labels, val_idx)]
-    generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
-    n_train = train_t.shape[1]
-    histories: list[list[dict]] = [[] for _ in range(n)]
-    best = [{"elbo": -float("inf"), "weights": None, "epoch": -1} for _ in range(n)]
-    stopped: dict[int, dict] = {}  # model -> its final weights, once it left the stack
-    active, start = list(range(n)), 0
-    ckpt = Path(checkpoint) if checkpoint else None
-    state = torch.load(ckpt, map_location=device, weights_only=False) if ckpt and ckpt.exists() else None
-    if state is not None:
-        histories, best, stopped, active, start = (
-            state["histories"], state["best"], state["stopped"], state["active"], state["epoch"]
-        )
-    stack = ModelStack([models[i] for i in active])
-    optimiser = _optimiser(stack, cfg.lr, trainable)
-    if state is not None:
-        with torch.no_grad():
-            for name, param in stack.params.items():
-                param.copy_(state["params"][name])
-        optimiser.load_state_dict(state["optimiser"])
-        for generator, saved in zip(generators, state["generators"]):
-            generator.set_state(saved)
-        restore_rng_state(state["rng"], device)
-        log.info("resumed %d stacked models (%d still training) from %s at epoch %d", n, len(active), ckpt,
-                 start, extra=CONSOLE)
-    for epoch in range(start, cfg.epochs):
-        if not active:
-            break
-        m = len(active)
-        stack.train()
-        tic = time.perf_counter()
-        kl_weight = kl_weight_at(epoch, cfg.warmup_epochs)
-        perm = torch.stack(
-            [train_t[i][torch.randperm(n_train, device=device, generator=generators[i])] for i in active]
-        )
-        rows = source_t[active][:, None]
-        sums = torch.zeros(m, 5, device=device)
-        for batch in perm.split(cfg.batch_size, dim=1):
-            loss, parts = stack("loss", x_all[rows, batch], l_all[rows, batch], kl_weight=kl_weight, n_obs=n_train)
-            optimiser.zero_grad(set_to_none=True)
-            loss.sum().backward()  # the models share no parameter: each gets its own gradient
-            optimiser.step()
-            sums += epoch_parts(loss, parts).T * batch.shape[1]
-        means = (sums / n_train).tolist()  # the epoch's only host synchronisation
-        seconds = time.perf_counter() - tic
-        stack.train(False)
-        finite = torch.stack([torch.isfinite(p.reshape(m, -1)).all(1) for p in stack.params.values()]).all(0)
-        leaving = []
-        for j, i in enumerate(active):
-            x_val, l_val = vals[i]
-            elbo_val = float(stack.member(j, "elbo", x_val, l_val)) if len(x_val) else float("nan")
-            density = stack.member(j, "prior.mask_density")
-            histories[i].append(
-                dict(zip(HISTORY_COLUMNS, [epoch + 1, kl_weight, *means[j], elbo_val, density, seconds / m]))
-            )
-            check_epoch(means[j], elbo_val, len(x_val) > 0, bool(finite[j]), epoch + 1, cfg.lr, member=i)
-            if cfg.patience is None:
-                continue
-            if epoch + 1 >= cfg.warmup_epochs and elbo_val > best[i]["elbo"]:
-                best[i] = {"elbo": elbo_val, "weights": stack.weights(j), "epoch": epoch + 1}
-            if best[i]["weights"] is not None and epoch + 1 - best[i]["epoch"] >= cfg.patience:
-                leaving.append(j)
-        log.info("epoch %d/%d of %d stacked models: elbo_val %s", epoch + 1, cfg.epochs, m,
-                 " ".join(f"{histories[i][-1]['elbo_val']:.3f}" for i in active))
-        if leaving:
-            for j in leaving:
-                i = active[j]
-                stopped[i] = best[i]["weights"]
-                log.info("model %d of the stack: early stop at epoch %d (best validation ELBO at epoch %d)",
-                         i, epoch + 1, best[i]["epoch"])
-            keep = [j for j in range(m) if j not in leaving]
-            active = [active[j] for j in keep]
-            if active:
-                stack, optimiser = _drop(stack, optimiser, keep, cfg.lr, trainable)
-        if ckpt is not None and active and (epoch + 1) % cfg.checkpoint_every == 0 and epoch + 1 < cfg.epochs:
-            state = {
-                "params": {k: v.detach() for k, v in stack.params.items()},
-                "optimiser": optimiser.state_dict(),
-                "generators": [g.get_state() for g in generators],
-                "rng": rng_state(device),
-                "histories": histories,
-                "best": best,
-                "stopped": stopped,
-                "active": active,
-                "epoch": epoch + 1,
-            }
-            with atomic_path(ckpt) as tmp:
-                torch.save(state, tmp)
-    for j, i in enumerate(active):  # trained to the last epoch: its best weights with early stopping
-        stopped[i] = best[i]["weights"] if best[i]["weights"] is not None else stack.weights(j)
-    for i, model in enumerate(models):
-        load_weights(model, stopped[i])
-        model.eval()
-    return [pd.DataFrame(h, columns=HISTORY_COLUMNS) for h in histories]
+    data = TrainingData(xs, labels, train_idx, val_idx)
+    return train_models(models, data, cfg, seeds, lambda ms: ModelStack(ms).optimise(cfg.lr, trainable),
+                        checkpoint)

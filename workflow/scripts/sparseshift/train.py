@@ -1,4 +1,12 @@
-"""Training loop: data resident on the device, minibatches by index, resumable.
+"""Training: one loop for one model and for a stack of models, data resident on the device.
+
+:func:`train_models` is the training loop (epochs, KL warm-up, history, divergence checks,
+early stopping per model, checkpoints and resuming). It trains a :class:`Trainee`: the
+models still training seen as one, batched along a leading dimension. :func:`fit` trains
+one model through :class:`OneModel` (any model, BatchNorm included, or a subset of its
+parameters); :func:`sparseshift.batched.fit_many` trains N models of one configuration as
+a :class:`sparseshift.batched.ModelStack` (vmap). The dependency goes one way: batched
+imports this module.
 
 The whole count matrix of a run is moved to the device once; an epoch is a random
 permutation of the training indices split into minibatches, so no per-cell Python
@@ -11,10 +19,12 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import operator
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import pandas as pd
@@ -156,6 +166,211 @@ def restore_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+class Trainee(Protocol):
+    """The models :func:`train_models` trains, seen as one: the ``m`` of them still training,
+    batched along a leading dimension (position ``j``); implemented by :class:`OneModel` and
+    :class:`sparseshift.batched.ModelStack`. ``loss`` gives model j's loss (shape (m,)) and
+    loss parts on ``x[j]``, ``labels[j]``; ``finite`` whether each one's trained weights are
+    finite (shape (m,)); ``member`` a method of model j alone; ``weights`` a copy of model j's
+    weights, which ``write`` copies into a model; ``select`` the models at ``keep`` alone,
+    optimiser state kept; ``state`` / ``load_state`` the weights and optimiser of a checkpoint."""
+
+    stacked: bool  # the log lines and errors name a model by its place in a stack
+    optimiser: torch.optim.Optimizer  # steps every model's trained parameters
+
+    def train(self, mode: bool = True) -> Any: ...
+    def loss(self, x, labels, kl_weight: float, n_obs: int) -> tuple[torch.Tensor, dict]: ...
+    def finite(self) -> torch.Tensor: ...
+    def member(self, j: int, method: str, *args) -> Any: ...
+    def weights(self, j: int) -> dict: ...
+    def write(self, model: SparseShiftVAE, weights: dict) -> None: ...
+    def select(self, keep: list[int]) -> Trainee: ...
+    def state(self) -> dict: ...
+    def load_state(self, state: dict) -> None: ...
+
+
+class OneModel:
+    """One model as a :class:`Trainee` of one, Adam over ``parameters``. BatchNorm models
+    (which a stack refuses) are trained as they are: their weights are full ``state_dict``
+    copies, running statistics included."""
+
+    stacked = False
+
+    def __init__(self, model: SparseShiftVAE, lr: float, parameters: list[torch.nn.Parameter]):
+        self.model, self.parameters = model, parameters
+        self.optimiser = torch.optim.Adam(parameters, lr=lr, fused=True)
+
+    def train(self, mode: bool = True) -> OneModel:
+        self.model.train(mode)
+        return self
+
+    def loss(self, x, labels, kl_weight, n_obs):
+        loss, parts = self.model.loss(x[0], labels[0], kl_weight=kl_weight, n_obs=n_obs)
+        return loss[None], {k: v[None] for k, v in parts.items()}
+
+    def finite(self) -> torch.Tensor:
+        return torch.stack([torch.isfinite(p).all() for p in self.parameters]).all()[None]
+
+    def member(self, j, method, *args):
+        return operator.attrgetter(method)(self.model)(*args)
+
+    def weights(self, j) -> dict:
+        return copy.deepcopy(self.model.state_dict())
+
+    def select(self, keep) -> OneModel:
+        return self  # never called: the one model leaves only by stopping, and nothing trains on
+
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimiser": self.optimiser.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimiser.load_state_dict(state["optimiser"])
+
+    def write(self, model, weights) -> None:
+        model.load_state_dict(weights)
+
+
+class TrainingData:
+    """The cells of every model on the device, each distinct dataset held once (models on the
+    same data may pass the same tensors): model i trains on ``xs[i][train_idx[i]]`` and is
+    validated on ``xs[i][val_idx[i]]``. The datasets and splits must be of one shape."""
+
+    def __init__(self, xs: list[torch.Tensor], labels: list[torch.Tensor], train_idx: list[np.ndarray],
+                 val_idx: list[np.ndarray]):
+        self.device = xs[0].device
+        distinct: dict[tuple[int, int], int] = {}  # model i reads dataset source[i]
+        source = [distinct.setdefault((id(x), id(lab)), len(distinct)) for x, lab in zip(xs, labels)]
+        first = [source.index(j) for j in range(len(distinct))]
+        self.x, self.labels = (torch.stack([t[i] for i in first]) if len(first) > 1 else t[0][None]  # no copy
+                               for t in (xs, labels))
+        self.source = torch.as_tensor(source, device=self.device)
+        self.train = torch.stack([torch.as_tensor(t, device=self.device) for t in train_idx])
+        self.n_train = self.train.shape[1]
+        self.vals = [(x[v], lab[v]) for x, lab, v in zip(xs, labels, val_idx)]
+
+    def minibatches(self, active: list[int], generators: list[torch.Generator], batch_size: int):
+        """One epoch of the models ``active``: each one's training cells in the order of its
+        generator, in minibatches (cells, labels, size) stacked over the models."""
+        orders = [torch.randperm(self.n_train, device=self.device, generator=generators[i]) for i in active]
+        perm = torch.stack([self.train[i][order] for i, order in zip(active, orders)])
+        rows = self.source[active][:, None]
+        for batch in perm.split(batch_size, dim=1):
+            yield self.x[rows, batch], self.labels[rows, batch], batch.shape[1]
+
+
+def train_models(
+    models: list[SparseShiftVAE], data: TrainingData, cfg: TrainConfig, seeds: list[int],
+    build: Callable[[list[SparseShiftVAE]], Trainee], checkpoint: str | os.PathLike | None = None,
+) -> list[pd.DataFrame]:
+    """The training loop of :func:`fit` and :func:`sparseshift.batched.fit_many`: train
+    ``models`` (as the :class:`Trainee` that ``build`` makes of those still training) on
+    ``data``, model i's minibatches ordered by a generator seeded with ``seeds[i]``; return
+    their histories.
+
+    ``cfg.patience``: a model whose validation ELBO has not improved for ``patience`` epochs
+    after warm-up stops with its best weights, the others train on; with patience, every
+    model ends with its best weights. The models are trained in place and left in evaluation
+    mode. With ``checkpoint``, the state (weights, optimiser, random generators, histories,
+    stopped models) is saved there every ``cfg.checkpoint_every`` epochs while a model still
+    trains, except after the last epoch, and a later call resumes from it.
+    """
+    n, device, n_train, vals = len(models), data.device, data.n_train, data.vals
+    generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+    histories: list[list[dict]] = [[] for _ in range(n)]
+    best = [{"elbo": -float("inf"), "weights": None, "epoch": -1} for _ in range(n)]
+    stopped: dict[int, dict] = {}  # model -> its final weights, once it stopped
+    active, start = list(range(n)), 0
+    ckpt = Path(checkpoint) if checkpoint else None
+    state = torch.load(ckpt, map_location=device, weights_only=False) if ckpt and ckpt.exists() else None
+    if state is not None:
+        histories, best, stopped, active, start = (
+            state["histories"], state["best"], state["stopped"], state["active"], state["epoch"]
+        )
+    trainee = build([models[i] for i in active])
+    stacked = trainee.stacked
+    who = (lambda i: f"model {i} of the stack: ") if stacked else (lambda i: "")
+    if state is not None:
+        trainee.load_state(state)
+        for generator, saved in zip(generators, state["generators"]):
+            generator.set_state(saved)
+        restore_rng_state(state["rng"], device)
+        log.info("resumed %sfrom %s at epoch %d", f"{n} stacked models ({len(active)} still training) "
+                 if stacked else "", ckpt, start, extra=CONSOLE)
+    for epoch in range(start, cfg.epochs):
+        if not active:
+            break
+        m = len(active)
+        trainee.train()
+        tic = time.perf_counter()
+        kl_weight = kl_weight_at(epoch, cfg.warmup_epochs)
+        sums = torch.zeros(m, 5, device=device)
+        for x, labels, size in data.minibatches(active, generators, cfg.batch_size):
+            loss, parts = trainee.loss(x, labels, kl_weight, n_train)
+            trainee.optimiser.zero_grad(set_to_none=True)
+            loss.sum().backward()  # the models share no parameter: each gets its own gradient
+            trainee.optimiser.step()
+            sums += epoch_parts(loss, parts).T * size
+        means = (sums / n_train).tolist()  # the epoch's only host synchronisation
+        seconds = time.perf_counter() - tic
+        trainee.train(False)
+        finite = trainee.finite()
+        for j, i in enumerate(active):
+            x_val, l_val = vals[i]
+            elbo_val = float(trainee.member(j, "elbo", x_val, l_val)) if len(x_val) else float("nan")
+            density = trainee.member(j, "prior.mask_density")
+            histories[i].append(
+                dict(zip(HISTORY_COLUMNS, [epoch + 1, kl_weight, *means[j], elbo_val, density, seconds / m]))
+            )
+        if stacked:
+            log.info("epoch %d/%d of %d stacked models: elbo_val %s", epoch + 1, cfg.epochs, m,
+                     " ".join(f"{histories[i][-1]['elbo_val']:.3f}" for i in active))
+        else:
+            log.info("%s", epoch_line(histories[0][-1], cfg.epochs))
+        leaving = []
+        for j, i in enumerate(active):
+            elbo_val = histories[i][-1]["elbo_val"]
+            check_epoch(means[j], elbo_val, len(vals[i][0]) > 0, bool(finite[j]), epoch + 1, cfg.lr,
+                        member=i if stacked else None)
+            if cfg.patience is None:
+                continue
+            if epoch + 1 >= cfg.warmup_epochs and elbo_val > best[i]["elbo"]:
+                best[i] = {"elbo": elbo_val, "weights": trainee.weights(j), "epoch": epoch + 1}
+            if best[i]["weights"] is not None and epoch + 1 - best[i]["epoch"] >= cfg.patience:
+                leaving.append(j)
+        for j in leaving:
+            i = active[j]
+            stopped[i] = best[i]["weights"]
+            log.info("%searly stop at epoch %d (best validation ELBO at epoch %d)", who(i), epoch + 1,
+                     best[i]["epoch"])
+        if leaving:
+            keep = [j for j in range(m) if j not in leaving]
+            active = [active[j] for j in keep]
+            if active:
+                trainee = trainee.select(keep)
+        if ckpt is not None and active and (epoch + 1) % cfg.checkpoint_every == 0 and epoch + 1 < cfg.epochs:
+            state = {
+                **trainee.state(),
+                "generators": [g.get_state() for g in generators],
+                "rng": rng_state(device),
+                "histories": histories,
+                "best": best,
+                "stopped": stopped,
+                "active": active,
+                "epoch": epoch + 1,
+            }
+            with atomic_path(ckpt) as tmp:
+                torch.save(state, tmp)
+    for j, i in enumerate(active):  # trained to the last epoch: its best weights with early stopping
+        stopped[i] = best[i]["weights"] if best[i]["weights"] is not None else trainee.weights(j)
+    for i, model in enumerate(models):
+        trainee.write(model, stopped[i])
+        if best[i]["weights"] is not None:
+            log.info("%srestored the weights of epoch %d", who(i), best[i]["epoch"])
+        model.eval()
+    return [pd.DataFrame(h, columns=HISTORY_COLUMNS) for h in histories]
+
+
 def fit(
     model: SparseShiftVAE,
     x: torch.Tensor,
@@ -173,78 +388,11 @@ def fit(
     (``cfg.patience`` epochs after warm-up without a better validation ELBO)
     restores the best weights. When ``checkpoint`` is given, the full state
     (weights, optimiser, RNG, history) is saved there every
-    ``cfg.checkpoint_every`` epochs and a later call resumes from it.
+    ``cfg.checkpoint_every`` epochs before the last and a later call resumes from it.
+    The minibatch order comes from a generator seeded with ``cfg.seed``; the random
+    draws continue the global generator as the caller left it.
     """
-    device = x.device
-    train_idx_t = torch.as_tensor(train_idx, device=device)
-    x_val, l_val = x[val_idx], labels[val_idx]
-    n_train = len(train_idx)
     if parameters is None:
         parameters = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.Adam(parameters, lr=cfg.lr, fused=True)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-
-    history: list[dict] = []
-    best = {"elbo": -float("inf"), "state": None, "epoch": -1}
-    start = 0
-    ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        generator.set_state(state["generator"])
-        restore_rng_state(state["rng"], device)
-        history, best, start = state["history"], state["best"], state["epoch"]
-        log.info("resumed from %s at epoch %d", ckpt, start, extra=CONSOLE)
-
-    for epoch in range(start, cfg.epochs):
-        model.train()
-        tic = time.perf_counter()
-        kl_weight = kl_weight_at(epoch, cfg.warmup_epochs)
-        sums = torch.zeros(5, device=device)
-        perm = train_idx_t[torch.randperm(n_train, device=device, generator=generator)]
-        for batch in perm.split(cfg.batch_size):
-            loss, parts = model.loss(x[batch], labels[batch], kl_weight=kl_weight, n_obs=n_train)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            sums += epoch_parts(loss, parts) * len(batch)
-        means = (sums / n_train).tolist()  # the epoch's only host synchronisation
-        seconds = time.perf_counter() - tic
-        elbo_val = float(model.elbo(x_val, l_val)) if len(val_idx) else float("nan")
-        row = dict(
-            zip(HISTORY_COLUMNS, [epoch + 1, kl_weight, *means, elbo_val, model.prior.mask_density(), seconds])
-        )
-        history.append(row)
-        log.info("%s", epoch_line(row, cfg.epochs))
-        weights_finite = bool(torch.stack([torch.isfinite(p).all() for p in parameters]).all())
-        check_epoch(means, elbo_val, len(val_idx) > 0, weights_finite, epoch + 1, cfg.lr)
-
-        if cfg.patience is not None and epoch + 1 >= cfg.warmup_epochs and elbo_val > best["elbo"]:
-            best = {"elbo": elbo_val, "state": copy.deepcopy(model.state_dict()), "epoch": epoch + 1}
-        stop = (
-            cfg.patience is not None
-            and best["state"] is not None
-            and epoch + 1 - best["epoch"] >= cfg.patience
-        )
-        if ckpt is not None and ((epoch + 1) % cfg.checkpoint_every == 0) and not stop:
-            state = {
-                "model": model.state_dict(),
-                "optimiser": optimiser.state_dict(),
-                "generator": generator.get_state(),
-                "rng": rng_state(device),
-                "history": history,
-                "best": best,
-                "epoch": epoch + 1,
-            }
-            with atomic_path(ckpt) as tmp:
-                torch.save(state, tmp)
-        if stop:
-            log.info("early stop at epoch %d (best validation ELBO at epoch %d)", epoch + 1, best["epoch"])
-            break
-
-    if cfg.patience is not None and best["state"] is not None:
-        model.load_state_dict(best["state"])
-        log.info("restored the weights of epoch %d", best["epoch"])
-    model.eval()
-    return pd.DataFrame(history, columns=HISTORY_COLUMNS)
+    return train_models([model], TrainingData([x], [labels], [train_idx], [val_idx]), cfg, [cfg.seed],
+                        lambda ms: OneModel(ms[0], cfg.lr, parameters), checkpoint)[0]
