@@ -190,7 +190,7 @@ def check_fold_clusters():
     """Every fold's cluster in Table S3, when the workbook is local (else the job
     check_replogle_inputs checks them, before preprocessing)."""
     from sparseshift.io import InputError
-    from sparseshift.replogle import find_cluster, read_table_s3
+    from sparseshift.replogle.table_s3 import find_cluster, read_table_s3
 
     try:
         clusters, _ = read_table_s3(REPLOGLE_TABLE)

@@ -1,4 +1,4 @@
-"""Benchmark of the Replogle preprocessing (sparseshift.replogle.preprocess).
+"""Benchmark of the Replogle preprocessing (sparseshift.replogle.preprocessing.preprocess).
 
 Usage::
 
@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from .io import atomic_path, configure_logging
-from .replogle import preprocess
+from .replogle.preprocessing import preprocess
 from .replogle_synthetic import synthetic_genes, write_legacy_h5ad, write_table_s3
 
 N_GENES = 8248  # columns of K562_gwps_raw_singlecell_01.h5ad
