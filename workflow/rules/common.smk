@@ -500,7 +500,7 @@ def swept(values):
     return len(set(values)) > 1
 
 
-# Figures drawn from an arm's summary (sparseshift.plots.SUMMARY_FIGURES); the sweeps' only
+# Figures drawn from an arm's summary (sparseshift.arm_figures.FIGURES); the sweeps' only
 # when the configuration sweeps them (Table 4: the latent dimension, Figure 4: sVAE+'s alpha).
 FIGURES = {
     "simulation": ["methods", "inll", "table1"]
