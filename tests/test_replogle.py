@@ -1,5 +1,5 @@
 """Replogle 2022 preprocessing and hold-out folds (sparseshift.replogle), on generated files
-in the real file's anndata-0.7 legacy layout (sparseshift.replogle_synthetic)."""
+in the real file's anndata-0.7 legacy layout (tests/fixtures/replogle_synthetic.py)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from sparseshift.replogle.folds import effect_scores, fold_perturbations, make_f
 from sparseshift.replogle.h5ad import check_inputs
 from sparseshift.replogle.preprocessing import preprocess
 from sparseshift.replogle.table_s3 import read_table_s3
-from sparseshift.replogle_synthetic import synthetic_genes, write_legacy_h5ad, write_table_s3
 from sparseshift.run import perturbation_labels, read_dataset, training_cells
+
+from fixtures.replogle_synthetic import synthetic_genes, write_legacy_h5ad, write_table_s3
 
 GENES = synthetic_genes(40)  # TBCE and HSPA14 each on two Ensembl ids, then G00004 … G00039
 STRONG = ["STRONG1", "STRONG2", "STRONG3"]

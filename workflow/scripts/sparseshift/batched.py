@@ -11,7 +11,7 @@ Adam optimisers (Adam acts element-wise). The model class is not duplicated; eac
 model keeps its own data, minibatch order and random draws.
 
 :func:`fit_many` is the training loop of :func:`sparseshift.train.fit` for a stack,
-resumable from a checkpoint, without early stopping; ``python -m sparseshift.benchmark
+resumable from a checkpoint, without early stopping; ``python benchmarks/train.py
 --models N`` measures it.
 """
 
