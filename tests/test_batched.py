@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -222,12 +226,12 @@ def test_fit_many_refuses_mismatched_data():
         fit_many(ms, [x[0], torch.ones(30, 12)], lab, idx, val, TrainConfig(epochs=1))
 
 
-def test_benchmark_prints_one_row_per_method_batch_and_stack(capsys):
-    from sparseshift import benchmark
-
-    benchmark.main(["--epochs", "2", "--methods", "vae", "svae_plus", "--models", "1", "2",
-                    "--batch-size", "2048"])
-    lines = capsys.readouterr().out.strip().splitlines()
+def test_benchmark_prints_one_row_per_method_batch_and_stack():
+    benchmark = Path(__file__).resolve().parents[1] / "benchmarks" / "train.py"
+    out = subprocess.run([sys.executable, str(benchmark), "--epochs", "2", "--methods", "vae", "svae_plus",
+                          "--models", "1", "2", "--batch-size", "2048"],
+                         capture_output=True, text=True, check=True).stdout
+    lines = out.strip().splitlines()
     assert lines[0].startswith("# ") and "1 thread(s)" in lines[0]
     table = [line.split("\t") for line in lines[1:]]
     header, rows = table[0], table[1:]

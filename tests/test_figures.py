@@ -1,5 +1,6 @@
-"""Tests of ``sparseshift.figures``: every figure is written (PNG and PDF), the note is empty
-when nothing is missing and names what is missing otherwise; ``permute_to_truth``."""
+"""Tests of the figures (``sparseshift.arm_figures``, ``sweep_figures``, ``run_figures``): every
+figure is written (PNG and PDF), the note is empty when nothing is missing and names what is
+missing otherwise; ``permute_to_truth``."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ matplotlib.use("Agg")
 import numpy as np
 import pandas as pd
 import pytest
-from sparseshift import figures
 from sparseshift import summary as summary_mod
+from sparseshift.arm_figures import plot_table1
 from sparseshift.model import METHODS
+from sparseshift.run_figures import (
+    GRAPH_METHODS, _elbo_limits, permute_to_truth, plot_shift_heatmap, plot_target_graphs, plot_training_curves,
+)
+from sparseshift.sweep_figures import plot_alpha_sweep, plot_latent_sweep
 
 SEEDS = (0, 1, 2)
 
@@ -25,7 +30,7 @@ def _summary(p_values=(15,), alphas=(100,), seeds=SEEDS, methods=METHODS, simula
         for method in methods:
             for alpha in alphas if method == "svae_plus" else (np.nan,):
                 for seed in seeds:
-                    graph = method in figures.GRAPH_METHODS
+                    graph = method in GRAPH_METHODS
                     rows.append({
                         "simulation": simulation, "method": method, "seed": seed,
                         "run": f"p{p}" + (f"_alpha{alpha:g}" if method == "svae_plus" else ""),
@@ -68,7 +73,7 @@ PAPER = {
 def test_table1_complete(tmp_path, paper) -> None:
     table = summary_mod.table1(pd.concat([_summary(), _summary(simulation="other")]))
     paths = _paths(tmp_path, "table1")
-    assert figures.plot_table1(table, paths, paper=paper) == ""
+    assert plot_table1(table, paths, paper=paper) == ""
     _written(paths)
 
 
@@ -78,7 +83,7 @@ def test_table1_notes_missing_method_seed_and_column(tmp_path) -> None:
     summary = summary[(summary["method"] != "ivae") & ~svae_seed2]
     table = summary_mod.table1(summary).drop(columns=["I-NLL"])
     paths = _paths(tmp_path, "table1")
-    note = figures.plot_table1(table, paths, paper=PAPER)
+    note = plot_table1(table, paths, paper=PAPER)
     _written(paths)
     assert "no row of iVAE" in note
     assert "sVAE p15: 2 of 3 seeds" in note
@@ -88,14 +93,14 @@ def test_table1_notes_missing_method_seed_and_column(tmp_path) -> None:
 def test_table1_metric_missing_for_one_method(tmp_path) -> None:
     summary = _summary()
     summary.loc[summary["method"] == "svae_plus", "inll"] = np.nan
-    note = figures.plot_table1(summary_mod.table1(summary), _paths(tmp_path, "t"))
+    note = plot_table1(summary_mod.table1(summary), _paths(tmp_path, "t"))
     assert note == "no I-NLL for sVAE+"
 
 
 def test_table1_empty(tmp_path) -> None:
     table = summary_mod.table1(_summary()).iloc[:0]
     paths = _paths(tmp_path, "empty")
-    assert figures.plot_table1(table, paths) == "no row in table 1"
+    assert plot_table1(table, paths) == "no row in table 1"
     _written(paths)
 
 
@@ -104,7 +109,7 @@ def test_table1_empty(tmp_path) -> None:
 
 def test_latent_sweep_complete(tmp_path) -> None:
     paths = _paths(tmp_path, "latent")
-    assert figures.plot_latent_sweep(_summary(p_values=(5, 10, 15)), paths) == ""
+    assert plot_latent_sweep(_summary(p_values=(5, 10, 15)), paths) == ""
     _written(paths)
 
 
@@ -115,7 +120,7 @@ def test_latent_sweep_notes(tmp_path) -> None:
     summary = summary[~drop]
     summary = summary[summary["method"] != "vae"]
     paths = _paths(tmp_path, "latent")
-    note = figures.plot_latent_sweep(summary, paths, metric="r2")
+    note = plot_latent_sweep(summary, paths, metric="r2")
     _written(paths)
     assert "no run of VAE" in note
     assert "iVAE: no p = 10" in note
@@ -124,10 +129,10 @@ def test_latent_sweep_notes(tmp_path) -> None:
 
 def test_latent_sweep_single_p_and_missing_metric(tmp_path) -> None:
     paths = _paths(tmp_path, "one")
-    assert figures.plot_latent_sweep(_summary(), paths) == "only p = 15 (no sweep)"
+    assert plot_latent_sweep(_summary(), paths) == "only p = 15 (no sweep)"
     _written(paths)
     paths = _paths(tmp_path, "none")
-    note = figures.plot_latent_sweep(_summary().drop(columns=["mcc_pearson"]), paths)
+    note = plot_latent_sweep(_summary().drop(columns=["mcc_pearson"]), paths)
     assert "mcc_pearson" in note
     _written(paths)
 
@@ -139,14 +144,14 @@ def test_alpha_sweep_complete(tmp_path) -> None:
     alphas = (1, 10, 100, 1000)
     summary = pd.concat([_summary(alphas=alphas), _summary(alphas=alphas, simulation="b")])
     paths = _paths(tmp_path, "alpha")
-    assert figures.plot_alpha_sweep(summary, paths) == ""
+    assert plot_alpha_sweep(summary, paths) == ""
     _written(paths)
 
 
 def test_alpha_sweep_without_svae_plus(tmp_path) -> None:
     summary = _summary(alphas=(10, 20))
     paths = _paths(tmp_path, "alpha")
-    assert figures.plot_alpha_sweep(summary[summary["method"] != "svae_plus"], paths) == "no sVAE+ run"
+    assert plot_alpha_sweep(summary[summary["method"] != "svae_plus"], paths) == "no sVAE+ run"
     _written(paths)
 
 
@@ -155,11 +160,11 @@ def test_alpha_sweep_notes(tmp_path) -> None:
     summary = summary[~((summary["alpha"] == 40) & (summary["seed"] > 0))]
     summary["inll"] = np.nan
     paths = _paths(tmp_path, "alpha")
-    note = figures.plot_alpha_sweep(summary, paths)
+    note = plot_alpha_sweep(summary, paths)
     _written(paths)
     assert "α = 40: 1 of 3 seeds" in note
     assert "no I-NLL" in note
-    assert figures.plot_alpha_sweep(_summary(alphas=(100,)), paths) == "only α = 100 (no sweep)"
+    assert plot_alpha_sweep(_summary(alphas=(100,)), paths) == "only α = 100 (no sweep)"
 
 
 # --------------------------------------------------------------------------- target graphs
@@ -169,7 +174,7 @@ def _graphs(k: int, p: int, rng):
     truth = np.zeros((k, p), dtype=bool)
     for a in range(k):
         truth[a, rng.choice(p, size=rng.integers(1, 4), replace=False)] = True
-    learned = {m: (rng.uniform(size=(k, p)) < 0.2).astype(float) for m in figures.GRAPH_METHODS}
+    learned = {m: (rng.uniform(size=(k, p)) < 0.2).astype(float) for m in GRAPH_METHODS}
     return truth, learned, [f"pert_{a:03d}" for a in range(k)]
 
 
@@ -177,7 +182,7 @@ def _graphs(k: int, p: int, rng):
 def test_target_graphs_complete(tmp_path, k) -> None:
     truth, learned, perts = _graphs(k, 8, np.random.default_rng(1))
     paths = _paths(tmp_path, f"graphs{k}")
-    assert figures.plot_target_graphs(truth, learned, perts, paths, heldout=perts[-k // 5:]) == ""
+    assert plot_target_graphs(truth, learned, perts, paths, heldout=perts[-k // 5:]) == ""
     _written(paths)
 
 
@@ -188,7 +193,7 @@ def test_target_graphs_notes(tmp_path) -> None:
     learned["svae_plus"] = np.hstack([learned["svae_plus"], np.ones((20, 2))])  # unmatched latents
     learned["vae"] = None  # no graph, as expected of a VAE
     paths = _paths(tmp_path, "graphs")
-    note = figures.plot_target_graphs(truth, learned, perts, paths, heldout=["pert_019", "nope"])
+    note = plot_target_graphs(truth, learned, perts, paths, heldout=["pert_019", "nope"])
     _written(paths)
     assert "no graph of iVAE" in note
     assert "sVAE graph has shape (15, 6)" in note
@@ -205,14 +210,14 @@ def test_permute_to_truth_undoes_permutation_sign_and_scale() -> None:
     z_learned = z_true[:, perm] * scale + rng.normal(scale=0.05, size=(n, p))
     truth = (rng.uniform(size=(k, p)) < 0.3).astype(int)
     learned_graph = truth[:, perm]  # the same graph, columns in the learned order
-    out = figures.permute_to_truth(z_true, z_learned, learned_graph)
+    out = permute_to_truth(z_true, z_learned, learned_graph)
     np.testing.assert_array_equal(out, truth)
 
     # A learned latent matched to nothing (pure noise, p_learned > p_true) is appended last.
     extra = rng.normal(size=(n, 1))
     graph_extra = np.hstack([learned_graph[:, :2], np.full((k, 1), 7), learned_graph[:, 2:]])
     z_extra = np.hstack([z_learned[:, :2], extra, z_learned[:, 2:]])
-    out = figures.permute_to_truth(z_true, z_extra, graph_extra)
+    out = permute_to_truth(z_true, z_extra, graph_extra)
     assert out.shape == (k, p + 1)
     np.testing.assert_array_equal(out[:, :p], truth)
     assert (out[:, p] == 7).all()
@@ -226,20 +231,20 @@ def test_shift_heatmap(tmp_path) -> None:
     shifts = rng.normal(0, 3, size=(30, 8)) * (rng.uniform(size=(30, 8)) < 0.2)
     perts = [f"g{a}" for a in range(30)]
     paths = _paths(tmp_path, "shifts")
-    assert figures.plot_shift_heatmap(shifts, perts, paths, heldout=perts[-5:]) == ""
+    assert plot_shift_heatmap(shifts, perts, paths, heldout=perts[-5:]) == ""
     _written(paths)
 
     paths = _paths(tmp_path, "one")
-    assert "not clustered" in figures.plot_shift_heatmap(shifts[:1], perts[:1], paths)
+    assert "not clustered" in plot_shift_heatmap(shifts[:1], perts[:1], paths)
     _written(paths)
 
     shifts[0, 0] = np.nan
     paths = _paths(tmp_path, "nan")
-    assert "1 missing shift value" in figures.plot_shift_heatmap(shifts, perts, paths)
+    assert "1 missing shift value" in plot_shift_heatmap(shifts, perts, paths)
     _written(paths)
 
     paths = _paths(tmp_path, "empty")
-    assert figures.plot_shift_heatmap(np.zeros((0, 8)), [], paths) == "no learned shift"
+    assert plot_shift_heatmap(np.zeros((0, 8)), [], paths) == "no learned shift"
     _written(paths)
 
 
@@ -261,9 +266,9 @@ def test_training_curves_complete(tmp_path) -> None:
     paths = _paths(tmp_path, "curves")
     histories = {m: _history(m) for m in METHODS}
     histories["svae_plus"] = [_history("svae_plus"), _history("svae_plus")]  # several seeds
-    assert figures.plot_training_curves(histories, paths) == ""
+    assert plot_training_curves(histories, paths) == ""
     _written(paths)
-    lo, hi = figures._elbo_limits([_history("vae")])
+    lo, hi = _elbo_limits([_history("vae")])
     assert lo > -450 and hi < -340  # the warm-up epochs (down to -2,000) do not set the y range
 
 
@@ -272,12 +277,12 @@ def test_training_curves_notes(tmp_path) -> None:
     histories["svae"]["mask_density"] = np.nan
     histories["ivae"] = _history("ivae").drop(columns=["elbo_val"])
     paths = _paths(tmp_path, "curves")
-    note = figures.plot_training_curves(histories, paths)
+    note = plot_training_curves(histories, paths)
     _written(paths)
     assert "no history of β-VAE, sVAE+" in note
     assert "no validation ELBO for iVAE" in note
     assert "no mask density for sVAE" in note
 
     paths = _paths(tmp_path, "nothing")
-    assert figures.plot_training_curves({}, paths) == "no history of VAE, β-VAE, iVAE, sVAE, sVAE+"
+    assert plot_training_curves({}, paths) == "no history of VAE, β-VAE, iVAE, sVAE, sVAE+"
     _written(paths)

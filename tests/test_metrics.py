@@ -190,36 +190,6 @@ def test_graph_auprc() -> None:
     assert np.isnan(empty["graph_auprc"])
 
 
-def test_topk_graph() -> None:
-    scores = np.array(
-        [
-            [0.1, -5.0, 0.3, 2.0],
-            [-1.0, -0.2, 0.5, -3.0],
-            [4.0, 3.0, -2.0, 1.0],
-        ]
-    )
-    out = metrics.topk_graph(scores, k=2)
-    expected = np.array([[0, 1, 0, 1], [1, 0, 0, 1], [1, 1, 0, 0]])
-    np.testing.assert_array_equal(out, expected)
-    np.testing.assert_array_equal(out.sum(axis=1), 2)
-    assert out.shape == scores.shape
-
-    np.testing.assert_array_equal(metrics.topk_graph(scores, k=1), [[0, 1, 0, 0], [0, 0, 0, 1], [1, 0, 0, 0]])
-    np.testing.assert_array_equal(metrics.topk_graph(scores, k=10), np.ones_like(scores))
-    np.testing.assert_array_equal(metrics.topk_graph(scores, k=0), np.zeros_like(scores))
-
-
-def test_topk_graph_random_rows_have_exactly_k(rng: np.random.Generator) -> None:
-    scores = rng.normal(size=(50, 7))
-    out = metrics.topk_graph(scores, k=3)
-    np.testing.assert_array_equal(out.sum(axis=1), 3)
-    # every selected |value| is at least every unselected |value| in its row
-    a = np.abs(scores)
-    sel_min = np.where(out == 1, a, np.inf).min(axis=1)
-    unsel_max = np.where(out == 0, a, -np.inf).max(axis=1)
-    assert np.all(sel_min > unsel_max)
-
-
 # --------------------------------------------------------------------------- signed matching
 
 

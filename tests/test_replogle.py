@@ -1,5 +1,5 @@
 """Replogle 2022 preprocessing and hold-out folds (sparseshift.replogle), on generated files
-in the real file's anndata-0.7 legacy layout (sparseshift.replogle_synthetic)."""
+in the real file's anndata-0.7 legacy layout (tests/fixtures/replogle_synthetic.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,15 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from sparseshift import replogle
 from sparseshift.io import InputError, write_h5ad
-from sparseshift.replogle import fold_perturbations, make_fold, preprocess, read_table_s3
-from sparseshift.replogle_synthetic import synthetic_genes, write_legacy_h5ad, write_table_s3
+from sparseshift.replogle import preprocessing
+from sparseshift.replogle.folds import effect_scores, fold_perturbations, make_fold
+from sparseshift.replogle.h5ad import check_inputs
+from sparseshift.replogle.preprocessing import preprocess
+from sparseshift.replogle.table_s3 import read_table_s3
 from sparseshift.run import perturbation_labels, read_dataset, training_cells
+
+from fixtures.replogle_synthetic import synthetic_genes, write_legacy_h5ad, write_table_s3
 
 GENES = synthetic_genes(40)  # TBCE and HSPA14 each on two Ensembl ids, then G00004 … G00039
 STRONG = ["STRONG1", "STRONG2", "STRONG3"]
@@ -213,7 +217,7 @@ def test_controls_subsampled_or_dropped(files, processed, tmp_path):
 
 
 def test_block_size_capped_by_columns(files, processed, tmp_path, monkeypatch):
-    monkeypatch.setattr(replogle, "BLOCK_ELEMENTS", len(GENES) * 37)
+    monkeypatch.setattr(preprocessing, "BLOCK_ELEMENTS", len(GENES) * 37)
     report = preprocess(files["h5ad"], files["xlsx"], tmp_path / "o.h5ad", chunk_rows=16384)
     assert report["chunk_rows"] == 37
     np.testing.assert_array_equal(ad.read_h5ad(tmp_path / "o.h5ad").X, processed[1].X)
@@ -297,7 +301,7 @@ def test_missing_var_gene_name_raises(files, tmp_path):
 
 def test_check_inputs_passes_good_inputs(files):
     folds = [{"name": "exo", "cluster": "exosome"}, {"name": "effect", "effect": True}]
-    report = replogle.check_inputs(files["h5ad"], files["xlsx"], folds)
+    report = check_inputs(files["h5ad"], files["xlsx"], folds)
     assert report["n_cells"] == N_CELLS and report["folds"] == ["exo", "effect"]
 
 
@@ -305,7 +309,7 @@ def test_check_inputs_refuses_a_truncated_h5ad(files, tmp_path):
     path = tmp_path / "truncated.h5ad"
     path.write_bytes(files["h5ad"].read_bytes()[: files["h5ad"].stat().st_size // 2])
     with pytest.raises(InputError, match=r"truncated\.h5ad: field '\(file\)' — expected a readable \.h5ad file"):
-        replogle.check_inputs(path, files["xlsx"], [])
+        check_inputs(path, files["xlsx"], [])
 
 
 def test_check_inputs_reads_the_last_row(files, tmp_path):
@@ -315,12 +319,12 @@ def test_check_inputs_reads_the_last_row(files, tmp_path):
     with h5py.File(path, "r+") as f:
         f["X"][-1, 0] = np.nan
     with pytest.raises(InputError, match=f"row {N_CELLS - 1} "):
-        replogle.check_inputs(path, files["xlsx"], [])
+        check_inputs(path, files["xlsx"], [])
 
 
 def test_check_inputs_refuses_a_fold_without_its_cluster(files):
     with pytest.raises(InputError, match=r"closest: \['Exosome complex'"):
-        replogle.check_inputs(files["h5ad"], files["xlsx"], [{"name": "exo", "cluster": "Exosome complx"}])
+        check_inputs(files["h5ad"], files["xlsx"], [{"name": "exo", "cluster": "Exosome complx"}])
 
 
 # ------------------------------------------------------------------ folds
@@ -392,7 +396,7 @@ def test_effect_fold_finds_strong_perturbations(processed, clusters):
     _, data = processed
     held = fold_perturbations(data, {"name": "effect", "effect": True}, clusters, n_effect=3, n_pcs=10)
     assert sorted(held) == STRONG
-    scores = replogle.effect_scores(data, n_pcs=10)
+    scores = effect_scores(data, n_pcs=10)
     assert list(scores.index[:3]) == held and scores.is_monotonic_decreasing
     assert scores[STRONG].min() > 1.5 * scores.drop(STRONG).max()
     fold = make_fold(data, held, "effect")
@@ -410,7 +414,7 @@ def test_effect_mmd_is_mean_embedding_distance(processed):
     pert = data.obs["perturbation"].astype(str).to_numpy()
     a, b = emb[pert == "STRONG1"][:7], emb[pert == "non-targeting"][:7]
     mmd = (a @ a.T).mean() + (b @ b.T).mean() - 2 * (a @ b.T).mean()
-    scores = replogle.effect_scores(data, n_pcs=5, max_cells=7)
+    scores = effect_scores(data, n_pcs=5, max_cells=7)
     assert scores["STRONG1"] == pytest.approx(mmd, rel=1e-4)
 
 

@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from sparseshift.replogle_synthetic import synthetic_genes, write_legacy_h5ad, write_table_s3
 
+from fixtures.replogle_synthetic import synthetic_genes, write_legacy_h5ad, write_table_s3
 from test_workflow import TINY, snakemake
 
 STRONG = ["STRONG1", "STRONG2"]

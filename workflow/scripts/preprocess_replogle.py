@@ -5,7 +5,7 @@ import sys
 sys.path.insert(0, snakemake.scriptdir)  # this workflow's own sparseshift, not an installed copy
 
 from sparseshift import io  # noqa: E402
-from sparseshift.replogle import preprocess  # noqa: E402
+from sparseshift.replogle.preprocessing import preprocess  # noqa: E402
 
 io.setup_rule(snakemake)
 preprocess(

@@ -6,7 +6,8 @@ sys.path.insert(0, snakemake.scriptdir)  # this workflow's own sparseshift, not 
 
 from sparseshift import io  # noqa: E402
 from sparseshift.io import read_dataset  # noqa: E402
-from sparseshift.replogle import expression_programs, fold_perturbations, make_fold, read_table_s3  # noqa: E402
+from sparseshift.replogle.folds import fold_perturbations, make_fold  # noqa: E402
+from sparseshift.replogle.table_s3 import expression_programs, read_table_s3  # noqa: E402
 
 io.setup_rule(snakemake)
 path = snakemake.input.data

@@ -6,7 +6,7 @@ import sys
 sys.path.insert(0, snakemake.scriptdir)  # this workflow's own sparseshift, not an installed copy
 
 from sparseshift import io  # noqa: E402
-from sparseshift.run import run_figure_from_files  # noqa: E402
+from sparseshift.run_figures import run_figure_from_files  # noqa: E402
 
 io.setup_rule(snakemake)
 with io.atomic_path(snakemake.output.png) as png, io.atomic_path(snakemake.output.pdf) as pdf:

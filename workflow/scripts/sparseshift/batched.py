@@ -13,7 +13,7 @@ model keeps its own data, minibatch order and random draws.
 A :class:`ModelStack` with an optimiser (:meth:`ModelStack.optimise`) is a
 :class:`sparseshift.train.Trainee`: :func:`fit_many` trains it with the training loop of
 :func:`sparseshift.train.fit`, :func:`sparseshift.train.train_models` (resumable, early
-stopping per model); ``python -m sparseshift.benchmark --models N`` measures it.
+stopping per model); ``python benchmarks/train.py --models N`` measures it.
 """
 
 from __future__ import annotations

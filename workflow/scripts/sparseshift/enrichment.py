@@ -15,20 +15,31 @@ For a trained model and its dataset:
 * **Latent targets** (:func:`latent_targets`), for priors that learn a target graph: the
   perturbations whose mask hits each latent, and the over-representation of perturbation
   groups among them (hypergeometric test, Benjamini-Hochberg FDR).
+
+Their figures (:func:`plot_gsea_dotplot`, :func:`plot_latent_targets`) and the job of one
+trained run that writes all of them (:func:`enrichment_from_files`, the ``enrichment`` rule)
+follow.
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
+import re
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import scipy.stats
+import seaborn as sns
 import torch
 
+from . import io
 from .io import InputError
+from .model import SparseShiftVAE
+from .plotting import save_figure
+from .run import count_matrix, perturbation_labels, read_dataset, training_cells
 
 log = logging.getLogger(__name__)
 
@@ -200,3 +211,98 @@ def latent_targets(graph: np.ndarray, perturbations, groups: dict[str, list[str]
     out = pd.DataFrame(rows)
     out["fdr"] = scipy.stats.false_discovery_control(out["pval"].to_numpy(), method="bh")
     return out[TARGET_COLUMNS].sort_values(["latent", "pval", "group"]).reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def plot_gsea_dotplot(table: pd.DataFrame, paths, top: int = 3, max_terms: int = 40) -> None:
+    """Latents × their ``top`` gene sets (lowest FDR, then largest |NES|; at most ``max_terms``
+    rows, the most significant first): colour NES, size −log10 FDR."""
+    fig, ax = plt.subplots(figsize=(8, 6))
+    if table.empty:
+        ax.text(0.5, 0.5, "no gene set could be tested", ha="center", va="center")
+        ax.set_axis_off()
+        return save_figure(fig, paths)
+    best = table.assign(abs_nes=table["nes"].abs()).sort_values(["fdr", "abs_nes"], ascending=[True, False])
+    terms = list(dict.fromkeys(best.groupby("latent").head(top)["term"]))[:max_terms]
+    data = table[table["term"].isin(terms)].copy()
+    data["−log10 FDR"] = -np.log10(data["fdr"].clip(lower=1e-3))
+    data["NES"] = data["nes"]
+    data["latent"] = data["latent"].astype(str)
+    limit = float(data["nes"].abs().max()) or 1.0
+    fig.set_size_inches(max(6, 0.45 * data["latent"].nunique() + 4), max(4, 0.3 * len(terms) + 1.5))
+    sns.scatterplot(
+        data=data, x="latent", y="term", hue="NES", size="−log10 FDR", palette="vlag",
+        hue_norm=(-limit, limit), sizes=(10, 250), size_norm=(0, 3), ax=ax, edgecolor="0.3",
+    )
+    ax.set(xlabel="learned latent", ylabel="", title="gene-set enrichment of latent gene scores (GSEA)")
+    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
+    save_figure(fig, paths)
+
+
+def _natural(text: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(text))]
+
+
+def plot_latent_targets(table: pd.DataFrame, paths) -> None:
+    """Heatmap: share of each perturbation group targeting each latent; * where FDR < 0.05."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    if table.empty:
+        ax.text(0.5, 0.5, "no learned target graph", ha="center", va="center")
+        ax.set_axis_off()
+        return save_figure(fig, paths)
+    share = table.assign(share=table["overlap"] / table["n_group"]).pivot(
+        index="group", columns="latent", values="share")
+    share = share.loc[sorted(share.index, key=_natural)]  # "z2" before "z10"
+    stars = table.pivot(index="group", columns="latent", values="fdr").lt(0.05).map(lambda s: "*" if s else "")
+    fig.set_size_inches(max(6, 0.5 * share.shape[1] + 3), max(3, 0.35 * share.shape[0] + 1.5))
+    sns.heatmap(share, vmin=0, vmax=1, cmap="rocket_r", annot=stars.loc[share.index, share.columns],
+                fmt="", cbar_kws={"label": "share of the group's perturbations targeting the latent"}, ax=ax)
+    ax.set(xlabel="learned latent", ylabel="perturbation group", title="latent targets (* FDR < 0.05)")
+    save_figure(fig, paths)
+
+
+# ----------------------------------------------------------------------------- the enrichment job
+
+
+def enrichment_from_files(inputs: dict, settings: dict, outputs: dict) -> None:
+    """The enrichment job of one trained run: latent gene scores, GSEA against the dataset's
+    own gene sets and the configured GMT libraries, latent targets, and their figures."""
+    adata = read_dataset(inputs["data"])
+    model = SparseShiftVAE.load(inputs["weights"], inputs["config"])
+    cells = np.flatnonzero(training_cells(adata))
+    rng = np.random.default_rng(settings["seed"])
+    if len(cells) > settings["max_cells"]:
+        cells = np.sort(rng.choice(cells, settings["max_cells"], replace=False))
+    x = torch.as_tensor(count_matrix(adata[cells], inputs["data"]))
+    scores = latent_gene_scores(model, x, delta=settings["delta"])
+    genes = adata.var["gene_name"] if "gene_name" in adata.var else adata.var_names
+    io.write_tsv(scores_frame(scores, genes), outputs["scores"])
+
+    libraries = {"dataset": dataset_gene_sets(adata)}
+    for path in inputs.get("libraries", []):
+        libraries[Path(path).name.split(".")[0]] = read_gmt(path)
+    libraries = {name: sets for name, sets in libraries.items() if sets}
+    table = gsea(
+        scores, genes, libraries, permutations=settings["permutations"], min_size=settings["min_size"],
+        max_size=settings["max_size"], seed=settings["seed"],
+    )
+    io.write_tsv(table, outputs["gsea"])
+
+    graph = model.prior.target_graph()
+    if graph is None:
+        targets = pd.DataFrame(columns=TARGET_COLUMNS)
+    else:
+        labels, names = perturbation_labels(adata, inputs["data"])
+        learned = np.unique(labels[training_cells(adata)])  # the graph's rows that were trained
+        groups = perturbation_groups(adata)
+        targets = latent_targets(graph.cpu().numpy()[learned], np.asarray(names)[learned], groups)
+    io.write_tsv(targets, outputs["targets"])
+
+    with io.atomic_path(outputs["dotplot_png"]) as png, io.atomic_path(outputs["dotplot_pdf"]) as pdf:
+        plot_gsea_dotplot(table, [png, pdf])
+    with io.atomic_path(outputs["targets_png"]) as png, io.atomic_path(outputs["targets_pdf"]) as pdf:
+        plot_latent_targets(targets, [png, pdf])
+    log.info("enrichment: %d latents x %d genes, %d gene-set tests, %d target tests",
+             scores.shape[0], scores.shape[1], len(table), len(targets))

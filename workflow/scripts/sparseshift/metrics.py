@@ -6,9 +6,8 @@ All functions are pure and operate on numpy arrays:
   coefficient after Hungarian matching) and :func:`r2_linear` (linear
   identifiability);
 * graph recovery: :func:`permute_graph` puts a learned perturbation-to-latent
-  graph into the true latent order, :func:`graph_metrics` scores it against
-  the ground truth and :func:`topk_graph` binarises scores by keeping the
-  ``k`` largest magnitudes per perturbation;
+  graph into the true latent order and :func:`graph_metrics` scores it against
+  the ground truth;
 * model selection without ground truth: :func:`udr_pair` and :func:`udr`, the
   unsupervised disentanglement ranking of Duan et al. (2020) between models
   trained on the same data from different initialisations.
@@ -44,7 +43,6 @@ __all__ = [
     "mcc",
     "permute_graph",
     "r2_linear",
-    "topk_graph",
     "udr",
     "udr_pair",
 ]
@@ -324,35 +322,6 @@ def graph_metrics(
         "graph_f1": float(f1_score(y_true, y_pred, zero_division=0)),
         "graph_auprc": auprc,
     }
-
-
-def topk_graph(scores: np.ndarray, k: int = 2) -> np.ndarray:
-    """Binary graph with a 1 at the ``k`` largest ``|scores|`` of each row.
-
-    Parameters
-    ----------
-    scores:
-        Score matrix, shape ``(n_perturbations, n_latents)``.
-    k:
-        Number of edges per row; clipped to ``[0, n_latents]``.
-
-    Returns
-    -------
-    numpy.ndarray
-        Integer 0/1 matrix of the same shape with exactly ``min(k, n_latents)``
-        ones per row (ties broken arbitrarily).
-    """
-    s = np.abs(np.asarray(scores, dtype=np.float64))
-    if s.ndim != 2:
-        raise ValueError(f"scores must be 2-D, got shape {s.shape}")
-    n_cols = s.shape[1]
-    k = int(min(max(k, 0), n_cols))
-    out = np.zeros(s.shape, dtype=np.int64)
-    if k == 0:
-        return out
-    top = np.argpartition(s, n_cols - k, axis=1)[:, n_cols - k :]
-    np.put_along_axis(out, top, 1, axis=1)
-    return out
 
 
 # ----------------------------------------------------------------------------- UDR

@@ -251,7 +251,7 @@ class Plan:
 def check_fold_clusters(table_s3, folds: list[dict]) -> None:
     """Every fold's cluster found in Table S3 (``table_s3``, a local workbook)."""
     from .io import InputError
-    from .replogle import find_cluster, read_table_s3
+    from .replogle.table_s3 import find_cluster, read_table_s3
 
     try:
         clusters, _ = read_table_s3(table_s3)

@@ -22,7 +22,7 @@ import torch
 from . import io, metrics
 from .batched import fit_many
 from .io import CONSOLE, read_dataset
-from .model import DISPLAY_NAMES, ModelConfig, SparseShiftVAE
+from .model import ModelConfig, SparseShiftVAE
 from .train import TrainConfig, TrainingDiverged, fit, seed_everything, select_device, split_train_val
 from .transfer import TransferConfig, transfer_run, transfer_stacked
 
@@ -446,81 +446,3 @@ def transfer_stacked_from_files(
     log.info("transfer %s (stacked): done, I-NLL %s", name, " ".join(f"{s['inll']:.2f}" for s in summaries),
              extra=CONSOLE)
     return summaries
-
-
-def enrichment_from_files(inputs: dict, settings: dict, outputs: dict) -> None:
-    """The enrichment job of one trained run: latent gene scores, GSEA against the dataset's
-    own gene sets and the configured GMT libraries, latent targets, and their figures."""
-    from . import enrichment, plots
-
-    adata = read_dataset(inputs["data"])
-    model = SparseShiftVAE.load(inputs["weights"], inputs["config"])
-    cells = np.flatnonzero(training_cells(adata))
-    rng = np.random.default_rng(settings["seed"])
-    if len(cells) > settings["max_cells"]:
-        cells = np.sort(rng.choice(cells, settings["max_cells"], replace=False))
-    x = torch.as_tensor(count_matrix(adata[cells], inputs["data"]))
-    scores = enrichment.latent_gene_scores(model, x, delta=settings["delta"])
-    genes = adata.var["gene_name"] if "gene_name" in adata.var else adata.var_names
-    io.write_tsv(enrichment.scores_frame(scores, genes), outputs["scores"])
-
-    libraries = {"dataset": enrichment.dataset_gene_sets(adata)}
-    for path in inputs.get("libraries", []):
-        libraries[Path(path).name.split(".")[0]] = enrichment.read_gmt(path)
-    libraries = {name: sets for name, sets in libraries.items() if sets}
-    table = enrichment.gsea(
-        scores, genes, libraries, permutations=settings["permutations"], min_size=settings["min_size"],
-        max_size=settings["max_size"], seed=settings["seed"],
-    )
-    io.write_tsv(table, outputs["gsea"])
-
-    graph = model.prior.target_graph()
-    if graph is None:
-        targets = pd.DataFrame(columns=enrichment.TARGET_COLUMNS)
-    else:
-        labels, names = perturbation_labels(adata, inputs["data"])
-        learned = np.unique(labels[training_cells(adata)])  # the graph's rows that were trained
-        groups = enrichment.perturbation_groups(adata)
-        targets = enrichment.latent_targets(graph.cpu().numpy()[learned], np.asarray(names)[learned], groups)
-    io.write_tsv(targets, outputs["targets"])
-
-    with io.atomic_path(outputs["dotplot_png"]) as png, io.atomic_path(outputs["dotplot_pdf"]) as pdf:
-        plots.plot_gsea_dotplot(table, [png, pdf])
-    with io.atomic_path(outputs["targets_png"]) as png, io.atomic_path(outputs["targets_pdf"]) as pdf:
-        plots.plot_latent_targets(targets, [png, pdf])
-    log.info("enrichment: %d latents x %d genes, %d gene-set tests, %d target tests",
-             scores.shape[0], scores.shape[1], len(table), len(targets))
-
-
-def run_figure_from_files(figure: str, data_path, runs: dict, paths) -> str:
-    """One figure of the runs of a simulation and seed; ``runs``: method -> run folder."""
-    from . import figures
-
-    adata = read_dataset(data_path)
-    train = training_cells(adata)
-    labels, names = perturbation_labels(adata, data_path)
-    if figure == "training_curves":
-        histories = {m: pd.read_csv(Path(d) / "history.tsv", sep="\t") for m, d in runs.items()}
-        return figures.plot_training_curves(histories, paths)
-    models = {m: SparseShiftVAE.load(Path(d) / "model.pt", Path(d) / "model.json") for m, d in runs.items()}
-    heldout = sorted(set(np.asarray(names)[labels[~train]]))
-    if figure == "target_graphs":
-        z_true = np.asarray(adata.obsm["z_true"])[train]
-        learned = {}
-        for method in figures.GRAPH_METHODS:
-            if method in models:
-                z_hat = load_latents(Path(runs[method]) / "latents.npz")[train]
-                graph = models[method].prior.target_graph().numpy()
-                learned[method] = figures.permute_to_truth(z_true, z_hat, graph)
-        targets = np.asarray(adata.uns["targets"]).astype(bool)
-        return figures.plot_target_graphs(targets, learned, names, paths, heldout=heldout)
-    # shift_heatmap: the learned shifts mu * mask of the sparse model (sVAE+, else sVAE, else iVAE)
-    method = next((m for m in ("svae_plus", "svae", "ivae") if m in models), None)
-    if method is None:
-        return figures.plot_shift_heatmap(np.zeros((0, 0)), [], paths, title="no model with learned shifts")
-    prior = models[method].prior
-    mask = prior.target_graph().numpy() if method != "ivae" else np.ones(tuple(prior.mu.shape))
-    shifts = prior.mu.detach().numpy() * mask
-    learned_rows = [i for i, n in enumerate(names) if n not in set(heldout)]
-    title = f"learned latent shifts μ ⊙ mask, {DISPLAY_NAMES[method]} (training perturbations)"
-    return figures.plot_shift_heatmap(shifts[learned_rows], [names[i] for i in learned_rows], paths, title=title)

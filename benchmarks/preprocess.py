@@ -1,8 +1,8 @@
-"""Benchmark of the Replogle preprocessing (sparseshift.replogle.preprocess).
+"""Benchmark of the Replogle preprocessing (sparseshift.replogle.preprocessing.preprocess).
 
 Usage::
 
-    python -m sparseshift.benchmark_preprocess --gb 5 --workdir /tmp/replogle_bench
+    python benchmarks/preprocess.py --gb 5 --workdir /tmp/replogle_bench
 
 Generates, if absent, a synthetic input in the real file's schema and layout
 (anndata 0.7 legacy h5ad, dense float32 X, 8,248 genes like
@@ -17,7 +17,7 @@ not count).
 Peak RSS of the whole process is best measured from outside, on a run whose
 inputs already exist (a first run generates them)::
 
-    /usr/bin/time -v python -m sparseshift.benchmark_preprocess --gb 5 --workdir /tmp/replogle_bench
+    /usr/bin/time -v python benchmarks/preprocess.py --gb 5 --workdir /tmp/replogle_bench
 
 ("Maximum resident set size" in kB). Expected: about output + one block of X
 (≤ 512 MB) + obs. Throughput is that of the page cache when the input was just
@@ -41,9 +41,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_path, configure_logging
-from .replogle import preprocess
-from .replogle_synthetic import synthetic_genes, write_legacy_h5ad, write_table_s3
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "workflow" / "scripts"))  # this checkout's sparseshift, not an installed copy
+sys.path.insert(0, str(ROOT / "tests"))  # the synthetic inputs of the tests (fixtures/)
+
+from fixtures.replogle_synthetic import synthetic_genes, write_legacy_h5ad, write_table_s3  # noqa: E402
+from sparseshift.io import atomic_path, configure_logging  # noqa: E402
+from sparseshift.replogle.preprocessing import preprocess  # noqa: E402
 
 N_GENES = 8248  # columns of K562_gwps_raw_singlecell_01.h5ad
 N_PROGRAM_GENES = 1186
@@ -105,7 +109,7 @@ def main(argv=None) -> int:
         return 0
     if not (h5ad.exists() and xlsx.exists()):
         print(f"generating {h5ad} (≥ {args.gb:g} GB) and {xlsx} …", flush=True)
-        cmd = [sys.executable, "-m", "sparseshift.benchmark_preprocess", "--gb", str(args.gb),
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--gb", str(args.gb),
                "--workdir", str(args.workdir), "--seed", str(args.seed), "--generate-only"]
         subprocess.run(cmd, check=True)
 

@@ -2,9 +2,9 @@
 
 Usage (prints the machine and a TSV table)::
 
-    python -m sparseshift.benchmark --threads 1 --epochs 6 --models 1 5 10
-    python -m sparseshift.benchmark --threads 2 --epochs 3 --scale replogle --batch-size 128 1024
-    python -m sparseshift.benchmark --device cuda --models 1 5 25 --iwelbo 5000
+    python benchmarks/train.py --threads 1 --epochs 6 --models 1 5 10
+    python benchmarks/train.py --threads 2 --epochs 3 --scale replogle --batch-size 128 1024
+    python benchmarks/train.py --device cuda --models 1 5 25 --iwelbo 5000
 
 ``--scale replogle`` simulates a dataset of the Replogle arm's size (682 perturbations x 171
 cells = 116,622 cells x 1,187 genes, p = 50) and trains models of that size.
@@ -20,36 +20,30 @@ pays one-off allocation costs, is reported separately and left out of the median
 ``speedup_vs_reference`` divides ``--reference`` (the released implementation's seconds
 per epoch on the paper simulation, batch 128, one thread) by the seconds per model-epoch.
 Peak memory is the process's resident set on CPU, the allocator's peak on CUDA.
-``--iwelbo T ...`` then runs :mod:`sparseshift.benchmark_iwelbo` with T particles.
+``--iwelbo T ...`` then runs ``benchmarks/iwelbo.py`` with T particles.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
-import platform
 import resource
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .model import METHODS, ModelConfig
-from .run import train_run, train_stacked, training_cells
-from .simulate import SimulationConfig, simulate
-from .train import TrainConfig, select_device, split_train_val
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "workflow" / "scripts"))  # this checkout's sparseshift, not an installed copy
 
+from sparseshift.model import METHODS, ModelConfig  # noqa: E402
+from sparseshift.run import train_run, train_stacked, training_cells  # noqa: E402
+from sparseshift.simulate import SimulationConfig, simulate  # noqa: E402
+from sparseshift.train import TrainConfig, select_device, split_train_val  # noqa: E402
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from machine import machine_line  # noqa: E402  # benchmarks/machine.py, next to this script
 
 
 # Dataset sizes: the paper simulation, and one of the Replogle arm's size (116,641 cells x
@@ -59,12 +53,6 @@ SCALES = {
     "replogle": dict(n_latent=50, n_perturbations=682, n_heldout=35, cells_per_perturbation=171,
                      n_genes=1187, targets_max=3),
 }
-
-
-def machine_line(device: torch.device, threads: int) -> str:
-    """The CPU, torch, threads and device a benchmark ran on (its output's first line)."""
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
-    return f"# {cpu_model()}; torch {torch.__version__}; {threads} thread(s); device {device} (GPU: {gpu})"
 
 
 def peak_memory_gb(device: torch.device) -> float:
@@ -101,7 +89,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reference", type=float, default=1.15,
                     help="the released implementation's s / epoch at batch 128, one thread (PAPER.md)")
     ap.add_argument("--iwelbo", type=int, nargs="*", default=[],
-                    help="also time the held-out IWELBO with these particle counts (benchmark_iwelbo)")
+                    help="also time the held-out IWELBO with these particle counts (iwelbo.py)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -145,9 +133,9 @@ def main(argv=None) -> int:
     pd.DataFrame(rows).to_csv(sys.stdout, sep="\t", index=False)
     sys.stdout.flush()
     if args.iwelbo:
-        from . import benchmark_iwelbo
+        import iwelbo
 
-        benchmark_iwelbo.main(["--threads", str(args.threads), "--device", str(device), "--particles",
+        iwelbo.main(["--threads", str(args.threads), "--device", str(device), "--particles",
                                *map(str, args.iwelbo)])
     return 0
 

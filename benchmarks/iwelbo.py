@@ -2,7 +2,7 @@
 
 Usage (prints the machine and a TSV table)::
 
-    python -m sparseshift.benchmark_iwelbo --threads 2 --particles 1000 5000
+    python benchmarks/iwelbo.py --threads 2 --particles 1000 5000
 
 The paper simulation (p = 15, 100 perturbations x 250 cells, 100 genes) holds out
 20 perturbations: 5,000 cells. An sVAE+ model is trained for a few epochs (the
@@ -17,15 +17,20 @@ import argparse
 import resource
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import torch
 
-from .benchmark import machine_line
-from .model import ModelConfig
-from .run import RunData, train_run
-from .simulate import SimulationConfig, simulate
-from .train import TrainConfig, select_device
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "workflow" / "scripts"))  # this checkout's sparseshift, not an installed copy
+
+from sparseshift.model import ModelConfig  # noqa: E402
+from sparseshift.run import RunData, train_run  # noqa: E402
+from sparseshift.simulate import SimulationConfig, simulate  # noqa: E402
+from sparseshift.train import TrainConfig, select_device  # noqa: E402
+
+from machine import machine_line  # noqa: E402  # benchmarks/machine.py, next to this script
 
 
 def main(argv=None) -> int:

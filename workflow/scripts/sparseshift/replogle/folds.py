@@ -1,0 +1,143 @@
+"""Replogle hold-out folds: the held-out perturbations of a fold of the configuration (a
+Table S3 cluster, or the perturbations farthest from the controls) and its training dataset."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from ..io import InputError
+from . import CONTROL, MAX_NAMES
+from .table_s3 import find_cluster
+
+log = logging.getLogger(__name__)
+
+
+def _perturbations(adata) -> np.ndarray:
+    return adata.obs["perturbation"].astype(str).to_numpy()
+
+
+def effect_scores(
+    adata, *, n_pcs: int = 50, max_cells: int = 1000, seed: int = 0, path="<dataset>"
+) -> pd.Series:
+    """Linear-kernel MMD of each perturbation to the ``non-targeting`` controls, largest first.
+
+    Embedding: PCA (``n_pcs`` components, seeded) fitted on log1p of counts normalised
+    to 10^4 per cell, over all cells. Each perturbation's first ``max_cells`` cells (in
+    obs order) are compared with the first ``max_cells`` control cells.
+    """
+    from sklearn.decomposition import PCA
+
+    pert = _perturbations(adata)
+    control = pert == CONTROL
+    if not control.any():
+        raise InputError(path, "obs/perturbation", f"'{CONTROL}' control cells for the effect fold "
+                         "(preprocess with keep_controls=True)", "none")
+    x = adata.X.toarray() if hasattr(adata.X, "toarray") else np.array(adata.X, dtype=np.float32)
+    x = x.astype(np.float32, copy=False)
+    lib = x.sum(axis=1, keepdims=True)
+    lib[lib == 0] = 1.0
+    x *= 1e4 / lib
+    np.log1p(x, out=x)
+    k = int(min(n_pcs, x.shape[0], x.shape[1]))
+    emb = PCA(n_components=k, random_state=seed, copy=False).fit_transform(x)  # x is ours: centred in place
+    del x
+    ctrl_mean = emb[np.flatnonzero(control)[:max_cells]].mean(axis=0)
+    codes, names = pd.factorize(pert)
+    order = np.argsort(codes, kind="stable")  # cells grouped by perturbation, obs order kept
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    scores = {}
+    for c, name in enumerate(names):
+        if name == CONTROL:
+            continue
+        cells = order[bounds[c] : bounds[c + 1]][:max_cells]
+        # Linear-kernel MMD² = mean(XXᵀ) + mean(YYᵀ) − 2·mean(XYᵀ) = ‖mean(X) − mean(Y)‖²:
+        # the squared distance between the mean embeddings.
+        diff = emb[cells].mean(axis=0) - ctrl_mean
+        scores[name] = float(diff @ diff)
+    s = pd.Series(scores, name="mmd").rename_axis("perturbation")
+    # largest first; ties by name so the ranking is deterministic
+    return s.iloc[np.lexsort((s.index.to_numpy(), -s.to_numpy()))]
+
+
+def fold_perturbations(
+    adata, fold: dict, clusters: pd.DataFrame, *, n_effect: int = 30, n_pcs: int = 50,
+    max_cells: int = 1000, seed: int = 0, path="<dataset>",
+) -> list[str]:
+    """The held-out perturbations of a fold (a config entry).
+
+    ``{"name": ..., "description": <Table S3 best_description>}``: the members of that
+    cluster (matched case-insensitively, whitespace-normalised), in Table S3 order,
+    those absent from ``adata`` dropped with a warning. ``{"name": ..., "cluster": ...}``
+    (the config schema's key) is the same, or a word/phrase found in exactly one
+    description.
+    ``{"name": ..., "effect": True}``: the ``n_effect`` perturbations farthest from the
+    controls (:func:`effect_scores`), farthest first.
+    """
+    name = fold.get("name", "<unnamed fold>")
+    pert = _perturbations(adata)
+    if fold.get("effect"):
+        scores = effect_scores(adata, n_pcs=n_pcs, max_cells=max_cells, seed=seed, path=path)
+        if n_effect >= len(scores):
+            raise InputError(path, "obs/perturbation",
+                             f"more than n_effect={n_effect} perturbations for fold {name!r} "
+                             "(some must stay for training)", f"{len(scores)}")
+        held = list(scores.index[:n_effect])
+        log.info("fold %s: the %d perturbations farthest from control (MMD %.3g … %.3g)",
+                 name, n_effect, scores.iloc[0], scores.iloc[n_effect - 1])
+        return held
+    if not (fold.get("description") or fold.get("cluster")):
+        raise InputError("<config>", f"folds/{name}",
+                         "a 'description' or 'cluster' (Table S3 best_description) or 'effect: true'",
+                         str(fold))
+    members = find_cluster(clusters, fold)
+    present = set(pert) - {CONTROL}
+    held = [p for p in members if p in present]
+    absent = [p for p in members if p not in present]
+    if absent:
+        log.warning("fold %s: %d of its %d perturbations are absent from %s and dropped: %s",
+                    name, len(absent), len(members), path, ", ".join(absent[:MAX_NAMES]))
+    if not held:
+        raise InputError(path, "obs/perturbation", f"cells of the perturbations of fold {name!r}",
+                         f"none of {members[:10]}")
+    return held
+
+
+def make_fold(
+    adata, heldout: list[str], fold_name: str, *, keep_controls_in_training: bool = False, path="<dataset>",
+):
+    """A training dataset for one fold (see :mod:`sparseshift.run`): X counts,
+    ``obs["perturbation"]`` categorical in the order of ``uns["perturbations"]`` (training
+    perturbations sorted, then held-out ones sorted), ``obs["split"]`` ``train`` /
+    ``heldout``, ``uns["fold"]``, ``uns["heldout_perturbations"]``. Control cells are
+    dropped unless ``keep_controls_in_training`` (then ``non-targeting`` is a training
+    perturbation)."""
+    pert = _perturbations(adata)
+    held = sorted(dict.fromkeys(heldout))
+    present = set(pert)
+    if CONTROL in held:
+        raise InputError("<fold>", "heldout", f"perturbations other than {CONTROL!r}", "it is listed")
+    absent = [p for p in held if p not in present]
+    if absent or not held:
+        raise InputError(path, "obs/perturbation",
+                         f"cells of every held-out perturbation of fold {fold_name!r}",
+                         f"none for {absent[:10]}" if absent else "no held-out perturbations")
+    keep = np.ones(len(pert), dtype=bool) if keep_controls_in_training else pert != CONTROL
+    out = adata[keep].copy() if not keep.all() else adata.copy()
+    pert = pert[keep]
+    train = sorted(set(pert) - set(held))
+    if not train:
+        raise InputError(path, "obs/perturbation",
+                         f"training perturbations besides the held-out ones of {fold_name!r}", "none")
+    order = train + held
+    is_held = np.isin(pert, held)
+    out.obs["perturbation"] = pd.Categorical(pert, categories=order)
+    out.obs["split"] = pd.Categorical(np.where(is_held, "heldout", "train"), categories=["train", "heldout"])
+    out.uns["perturbations"] = order
+    out.uns["fold"] = fold_name
+    out.uns["heldout_perturbations"] = held
+    log.info("fold %s: %d training perturbations (%d cells), %d held out (%d cells)",
+             fold_name, len(train), int((~is_held).sum()), len(held), int(is_held.sum()))
+    return out
