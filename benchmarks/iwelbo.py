@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow" / "scripts"))  # this checkout's sparseshift, not an installed copy
 
 from sparseshift.model import ModelConfig  # noqa: E402
-from sparseshift.run import RunData, train_run  # noqa: E402
+from sparseshift.data import RunData  # noqa: E402
+from sparseshift.runs import train_run  # noqa: E402
 from sparseshift.simulate import SimulationConfig, simulate  # noqa: E402
 from sparseshift.train import TrainConfig, select_device  # noqa: E402
 
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
     )
     model_cfg = ModelConfig(
         method="svae_plus", n_genes=adata.n_vars, n_latent=15,
-        n_perturbations=len(adata.uns["perturbations"]), alpha=100.0,
+        n_perturbations=len(adata.uns["perturbations"]), hyperparameters={"alpha": 100.0},
     )
     train_cfg = TrainConfig(epochs=args.train_epochs, warmup_epochs=1, seed=0)
     model, _, _, _ = train_run(adata, model_cfg, train_cfg, str(device))

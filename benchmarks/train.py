@@ -38,8 +38,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow" / "scripts"))  # this checkout's sparseshift, not an installed copy
 
-from sparseshift.model import METHODS, ModelConfig  # noqa: E402
-from sparseshift.run import train_run, train_stacked, training_cells  # noqa: E402
+from sparseshift.methods import METHODS  # noqa: E402
+
+from sparseshift.model import ModelConfig  # noqa: E402
+from sparseshift.data import training_cells  # noqa: E402
+from sparseshift.runs import train_run, train_stacked  # noqa: E402
 from sparseshift.simulate import SimulationConfig, simulate  # noqa: E402
 from sparseshift.train import TrainConfig, select_device, split_train_val  # noqa: E402
 
@@ -51,7 +54,7 @@ from machine import machine_line  # noqa: E402  # benchmarks/machine.py, next to
 SCALES = {
     "paper": {},
     "replogle": dict(n_latent=50, n_perturbations=682, n_heldout=35, cells_per_perturbation=171,
-                     n_genes=1187, targets_max=3),
+                     n_genes=1187, targets_per_perturbation=(1, 3)),
 }
 
 
@@ -105,7 +108,7 @@ def main(argv=None) -> int:
             for method in args.methods:
                 model_cfg = ModelConfig(
                     method=method, n_genes=adata.n_vars, n_latent=n_latent, n_perturbations=n_perturbations,
-                    beta=8.0 if method == "beta_vae" else 1.0, alpha=100.0, lam=1.0,
+                    hyperparameters={"beta": 8.0 if method == "beta_vae" else 1.0, "alpha": 100.0, "lambda": 1.0},
                 )
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from sparseshift.batched import ModelStack, fit_many
 from sparseshift.model import ModelConfig, SparseShiftVAE
-from sparseshift.run import RunData
+from sparseshift.data import RunData
 from sparseshift.simulate import SimulationConfig, simulate
 from sparseshift.train import TrainConfig, TrainingDiverged
 
@@ -254,7 +254,7 @@ def test_a_stacked_grid_scores_like_its_runs_trained_alone():
     """Three runs (seeds, each on its own dataset, and two alphas) trained alone and as one
     stack: the stacked runs' Pearson MCC stays within the seed-to-seed spread of the
     one-model runs (the random draws differ, the model and the data do not)."""
-    from sparseshift.run import evaluate_run, train_run, train_stacked
+    from sparseshift.runs import evaluate_run, train_run, train_stacked
 
     adatas = [simulate(SimulationConfig(n_latent=3, n_perturbations=8, n_heldout=2, cells_per_perturbation=80,
                                         n_genes=20, decoder_hidden=8, library_size=1e4, seed=s)) for s in range(3)]

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sparseshift import summary as summary_mod
 from sparseshift.arm_figures import plot_table1
-from sparseshift.model import METHODS
+from sparseshift.methods import METHODS
 from sparseshift.run_figures import (
     GRAPH_METHODS, _elbo_limits, permute_to_truth, plot_shift_heatmap, plot_target_graphs, plot_training_curves,
 )

@@ -6,13 +6,9 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
-from sparseshift.model import (
-    METHODS,
-    ModelConfig,
-    SparseShiftPrior,
-    SparseShiftVAE,
-    straight_through_gumbel_sigmoid,
-)
+from sparseshift.methods import METHODS
+from sparseshift.model import ModelConfig, SparseShiftVAE
+from sparseshift.priors import SparseShiftPrior, straight_through_gumbel_sigmoid
 from sparseshift.simulate import SimulationConfig, simulate
 from sparseshift.train import TrainConfig, TrainingDiverged, epoch_line, fit, kl_weight_at
 

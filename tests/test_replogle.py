@@ -17,7 +17,8 @@ from sparseshift.replogle.folds import effect_scores, fold_perturbations, make_f
 from sparseshift.replogle.h5ad import check_inputs
 from sparseshift.replogle.preprocessing import preprocess
 from sparseshift.replogle.table_s3 import read_table_s3
-from sparseshift.run import perturbation_labels, read_dataset, training_cells
+from sparseshift.data import perturbation_labels, training_cells
+from sparseshift.io import read_dataset
 
 from fixtures.replogle_synthetic import synthetic_genes, write_legacy_h5ad, write_table_s3
 

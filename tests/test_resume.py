@@ -15,7 +15,9 @@ import pytest
 import torch
 from sparseshift.io import write_h5ad
 from sparseshift.model import SparseShiftVAE
-from sparseshift.run import evaluate_run, load_latents, read_dataset
+from sparseshift.data import load_latents
+from sparseshift.io import read_dataset
+from sparseshift.runs import evaluate_run
 from sparseshift.simulate import SimulationConfig, simulate
 
 MODEL = {"method": "svae_plus", "n_latent": 3, "hyperparameters": {"alpha": 8.0}}
@@ -34,7 +36,7 @@ TIMINGS = {"train_seconds", "seconds_per_epoch", "retrain_seconds", "finetune_se
 
 
 def job(function: str, args: list, kill_in: str | None = None) -> int:
-    """``sparseshift.run.<function>(*args)`` in a new process, as a rule script runs it; with
+    """``sparseshift.jobs.<function>(*args)`` in a new process, as a rule script runs it; with
     ``kill_in`` (``train``, the module of the training loop of one model and of a stack)
     the process SIGKILLs itself right after that module wrote its first checkpoint. Returns
     the exit status."""
@@ -42,7 +44,7 @@ def job(function: str, args: list, kill_in: str | None = None) -> int:
         import contextlib, os, signal
         import torch
         import sparseshift.{kill_in or 'train'} as module
-        from sparseshift.run import {function}
+        from sparseshift.jobs import {function}
 
         torch.set_num_threads(1)
         written = module.atomic_path

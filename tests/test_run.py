@@ -9,7 +9,9 @@ import pytest
 import torch
 from sparseshift.io import InputError, write_h5ad
 from sparseshift.model import ModelConfig, SparseShiftVAE
-from sparseshift.run import count_matrix, evaluate_run, load_latents, perturbation_labels, read_dataset
+from sparseshift.data import count_matrix, load_latents, perturbation_labels
+from sparseshift.io import read_dataset
+from sparseshift.runs import evaluate_run
 from sparseshift.simulate import SimulationConfig, simulate
 from sparseshift.train import TrainConfig, TrainingDiverged
 
@@ -97,7 +99,7 @@ def test_unreadable_file(tmp_path):
 
 def train_files(tmp_path, data, lr=1e-3, epochs=3):
     """train_from_files on ``data`` written to tmp_path: (outputs, checkpoint)."""
-    from sparseshift.run import train_from_files
+    from sparseshift.jobs import train_from_files
 
     path = tmp_path / "data.h5ad"
     if not path.exists():
@@ -152,7 +154,7 @@ def test_non_finite_latents_are_refused(tmp_path):
 def test_a_resumed_run_reports_the_time_of_all_its_epochs(data, tmp_path):
     """train_seconds of a run resumed from its checkpoint: the sum over every epoch of its
     history, those of the killed attempt included."""
-    from sparseshift.run import train_run
+    from sparseshift.runs import train_run
 
     cfg = ModelConfig(method="svae_plus", n_genes=data.n_vars, n_latent=4, n_perturbations=12, hyperparameters={"alpha": 12.0})
     ckpt = tmp_path / "run.pt"

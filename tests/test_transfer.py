@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 from sparseshift.model import ModelConfig, SparseShiftVAE
-from sparseshift.run import RunData, train_run
+from sparseshift.data import RunData
+from sparseshift.runs import train_run
 from sparseshift.simulate import SimulationConfig, simulate
 from sparseshift.train import TrainConfig, TrainingDiverged
 from sparseshift.transfer import TransferConfig, finetune, transfer_run, transfer_stacked

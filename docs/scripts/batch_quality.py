@@ -19,7 +19,8 @@ import pandas as pd
 import torch
 from sparseshift.io import read_dataset
 from sparseshift.model import ModelConfig
-from sparseshift.run import evaluate_run, perturbation_labels, train_run
+from sparseshift.data import perturbation_labels
+from sparseshift.runs import evaluate_run, train_run
 from sparseshift.train import TrainConfig
 
 

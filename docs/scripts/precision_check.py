@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from sparseshift.io import read_dataset
 from sparseshift.model import SparseShiftVAE
-from sparseshift.run import count_matrix
+from sparseshift.data import count_matrix
 
 
 def main(run_dir, data_path):

@@ -31,7 +31,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "docs" / "scripts"))
 from ablations import ABLATIONS, FIXED, OUT as ABLATION_DIR  # noqa: E402
 
-DISPLAY = {"vae": "VAE", "beta_vae": "β-VAE", "ivae": "iVAE", "svae": "sVAE", "svae_plus": "sVAE+"}
+sys.path.insert(0, str(REPO / "workflow" / "scripts"))
+from sparseshift.methods import DISPLAY_NAMES as DISPLAY  # noqa: E402
+
 ORDER = list(DISPLAY)
 # column title -> (summary column, decimals)
 COLUMNS = {

@@ -6,7 +6,7 @@ import sys
 sys.path.insert(0, snakemake.scriptdir)  # this workflow's own sparseshift, not an installed copy
 
 from sparseshift import io  # noqa: E402
-from sparseshift.run import evaluate_from_files  # noqa: E402
+from sparseshift.jobs import evaluate_from_files  # noqa: E402
 
 io.setup_rule(snakemake)
 evaluate_from_files(

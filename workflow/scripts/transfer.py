@@ -7,7 +7,7 @@ sys.path.insert(0, snakemake.scriptdir)  # this workflow's own sparseshift, not 
 import torch  # noqa: E402
 
 from sparseshift import io  # noqa: E402
-from sparseshift.run import transfer_from_files  # noqa: E402
+from sparseshift.jobs import transfer_from_files  # noqa: E402
 
 io.setup_rule(snakemake)
 torch.set_num_threads(snakemake.threads)

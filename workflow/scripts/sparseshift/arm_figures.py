@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .methods import DISPLAY_NAMES, METHODS
+from .layout import SUMMARY_FIGURES
+from .methods import DISPLAY_NAMES, METHODS, REGISTRY
 from .plotting import (
     PALETTE, colour_of, display_name, empty_panel, join_notes, method_order, names_of, save_figure,
 )
-from .sweep_figures import plot_alpha_sweep, plot_latent_sweep
+from . import sweep_figures
 
 # The metric columns of the paper's Table 1 (names as in ``summary.table1``): the graph
 # metrics in two conventions, by |r| matching ("F1": training perturbations; "F1 (all)": all,
@@ -90,7 +91,7 @@ def plot_table1(
             lacking = [
                 m for m in order
                 if not has[sub["method"] == m].any()
-                and not (col in GRAPH_COLUMNS and m in ("vae", "beta_vae"))
+                and not (col in GRAPH_COLUMNS and m in REGISTRY and not REGISTRY[m].learns_graph)
             ]
             if lacking:
                 notes.append(f"{prefix}no {col} for {names_of(lacking)}")
@@ -220,8 +221,7 @@ def plot_inll(summary: pd.DataFrame, paths, by: str = "simulation") -> None:
 # Figures of an arm's summary.tsv by name (the ``plot`` rule's {figure}, Table 1 aside),
 # called as ``FIGURES[name](summary, paths, by=by)``.
 FIGURES = {
-    "methods": plot_methods,
-    "inll": plot_inll,
-    "latent_sweep": plot_latent_sweep,
-    "alpha_sweep": plot_alpha_sweep,
+    name: globals().get(f"plot_{name}") or getattr(sweep_figures, f"plot_{name}")
+    for name in SUMMARY_FIGURES
+    if name != "table1"
 }

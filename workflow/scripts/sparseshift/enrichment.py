@@ -39,7 +39,8 @@ from . import io
 from .io import InputError
 from .model import SparseShiftVAE
 from .plotting import save_figure
-from .run import count_matrix, perturbation_labels, read_dataset, training_cells
+from .data import count_matrix, perturbation_labels, training_cells
+from .io import read_dataset
 
 log = logging.getLogger(__name__)
 

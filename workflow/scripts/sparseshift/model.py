@@ -17,11 +17,9 @@ from torch import nn
 from torch.distributions import NegativeBinomial, Normal, kl_divergence
 from torch.nn import functional as F
 
-from .methods import DISPLAY_NAMES, HYPERPARAMETERS, METHODS  # noqa: F401 (re-exported)
+from .methods import HYPERPARAMETERS
 from .methods import method as registered
-from .priors import (  # noqa: F401 (re-exported)
-    BetaMaskPrior, L1MaskPrior, Prior, SparseShiftPrior, build_prior, straight_through_gumbel_sigmoid,
-)
+from .priors import build_prior
 
 
 class RowBatchNorm(nn.BatchNorm1d):

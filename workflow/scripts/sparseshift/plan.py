@@ -19,7 +19,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from .methods import HYPERPARAMETERS, METHODS, REGISTRY
-from .simulate import SimulationConfig
 
 # The KL weight of the models of every method that does not sweep it (summary columns).
 RECORD_DEFAULTS = {"beta": 1.0}
@@ -99,6 +98,8 @@ class Plan:
     # ------------------------------------------------------------------ checks
     def check(self) -> None:
         """Everything the schema cannot check; a :class:`ConfigError` names the key."""
+        from .simulate import SimulationConfig  # numpy and anndata: only where needed
+
         config = self.config
         for key, methods in [("methods", config["methods"]), ("enrichment.methods", config["enrichment"]["methods"])] + [
             (f"simulations.{i}.methods", sim["methods"]) for i, sim in enumerate(config["simulations"]) if "methods" in sim

@@ -20,16 +20,13 @@ from matplotlib.patches import Patch, Rectangle
 from scipy.cluster import hierarchy
 
 from . import metrics
-from .methods import DISPLAY_NAMES, METHODS
+from .methods import DISPLAY_NAMES, GRAPH_METHODS, METHODS, REGISTRY
 from .model import SparseShiftVAE
 from .plotting import (
     colour_of, display_name, empty_panel, join_notes, method_order, names_of, save_figure,
 )
-from .run import load_latents, perturbation_labels, read_dataset, training_cells
-
-# Methods whose prior learns a perturbation -> latent target graph.
-GRAPH_METHODS = ("ivae", "svae", "svae_plus")
-
+from .data import load_latents, perturbation_labels, training_cells
+from .io import read_dataset
 
 def _numeric(values: pd.Series) -> pd.Series:
     return pd.to_numeric(values, errors="coerce")
@@ -322,7 +319,7 @@ def plot_training_curves(histories: Mapping[str, pd.DataFrame | Sequence[pd.Data
 
     mask_runs = {k: v for k, v in runs.items()
                  if any("mask_density" in f and _numeric(f["mask_density"]).notna().any() for f in v)}
-    no_mask = [m for m in ("svae", "svae_plus") if m in runs and m not in mask_runs]
+    no_mask = [m for m in runs if m in REGISTRY and REGISTRY[m].learns_mask and m not in mask_runs]
     if no_mask:
         notes.append(f"no mask density for {names_of(no_mask)}")
     if mask_runs:
@@ -374,13 +371,13 @@ def run_figure_from_files(figure: str, data_path, runs: dict, paths) -> str:
                 learned[method] = permute_to_truth(z_true, z_hat, graph)
         targets = np.asarray(adata.uns["targets"]).astype(bool)
         return plot_target_graphs(targets, learned, names, paths, heldout=heldout)
-    # shift_heatmap: the learned shifts mu * mask of the sparse model (sVAE+, else sVAE, else iVAE)
-    method = next((m for m in ("svae_plus", "svae", "ivae") if m in models), None)
+    # shift_heatmap: the learned shifts mu * mask of the last method of the registry that learns
+    # shifts (sVAE+, else sVAE, else iVAE)
+    method = next((m for m in reversed(METHODS) if m in models and models[m].prior.learned_shifts() is not None),
+                  None)
     if method is None:
         return plot_shift_heatmap(np.zeros((0, 0)), [], paths, title="no model with learned shifts")
-    prior = models[method].prior
-    mask = prior.target_graph().numpy() if method != "ivae" else np.ones(tuple(prior.mu.shape))
-    shifts = prior.mu.detach().numpy() * mask
+    shifts = models[method].prior.learned_shifts().numpy()
     learned_rows = [i for i, n in enumerate(names) if n not in set(heldout)]
     title = f"learned latent shifts μ ⊙ mask, {DISPLAY_NAMES[method]} (training perturbations)"
     return plot_shift_heatmap(shifts[learned_rows], [names[i] for i in learned_rows], paths, title=title)

@@ -198,9 +198,8 @@ class SimulationConfig:
     def to_dict(self) -> dict[str, int | float | str]:
         """Return the fields as a JSON-serialisable dict of Python scalars."""
         out: dict[str, int | float | str] = {}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            out[field.name] = _plain(value)
+        for spec in dataclasses.fields(self):
+            out[spec.name] = _plain(getattr(self, spec.name))
         return out
 
 

@@ -1,7 +1,7 @@
 """Aggregation of per-run metrics into ``summary.tsv``, the unsupervised selection among
 each method's settings (``selection.tsv``) and the paper's Table 1 layout.
 
-Graph metrics come in three conventions (see :func:`sparseshift.run.evaluate_run`):
+Graph metrics come in three conventions (see :func:`sparseshift.runs.evaluate_run`):
 ``graph_*`` (latents matched by |r|, training perturbations), ``graph_*_all`` (|r|, all
 perturbations, held-out ones as misses) and ``graph_*_signed`` (signed matching, all
 perturbations: the released code's, to which the paper's Table 1 is comparable).
@@ -14,10 +14,10 @@ import json
 import numpy as np
 import pandas as pd
 
-from .methods import DISPLAY_NAMES, METHODS
+from .methods import DISPLAY_NAMES, HYPERPARAMETERS, METHODS
 
 # Identifiers of a run after the dataset column (``simulation``, or ``fold`` for Replogle).
-ID_COLUMNS = ["method", "seed", "run", "n_latent", "alpha", "beta", "lambda"]
+ID_COLUMNS = ["method", "seed", "run", "n_latent", *sorted(HYPERPARAMETERS)]
 METRIC_COLUMNS = [
     "mcc_pearson",
     "mcc_spearman",
@@ -94,7 +94,7 @@ def load_metrics(paths, by: str = "simulation") -> pd.DataFrame:
     order = {m: i for i, m in enumerate(METHODS)}
     # settings in numeric order (alpha 10, 20, ..., 100), not the order of their names
     return df[columns].sort_values(
-        [by, "method", "n_latent", "alpha", "beta", "lambda", "seed"],
+        [by, "method", "n_latent", *sorted(HYPERPARAMETERS), "seed"],
         key=lambda s: s.map(order) if s.name == "method" else s,
     ).reset_index(drop=True)
 

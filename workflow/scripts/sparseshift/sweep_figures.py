@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .methods import METHODS
+from .methods import METHODS, with_hyperparameter
 from .plotting import (
     colour_of, display_name, empty_panel, empty_panels, join_notes, method_order, names_of, save_figure,
 )
@@ -146,12 +146,13 @@ def plot_alpha_sweep(summary: pd.DataFrame, paths, by: str = "simulation") -> st
               ("inll", "held-out I-NLL (nats per cell,\nlower is better)"),
               ("r2", "R² of true on learned latents\n(higher is better)")]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.9))
-    colour = colour_of("svae_plus")
+    method = with_hyperparameter("alpha")[0]  # sVAE+
+    colour = colour_of(method)
     if "method" not in summary or "alpha" not in summary:
         empty_panels(axes, "no method / alpha column in the summary: nothing to draw")
         save_figure(fig, paths)
         return "no method or alpha column"
-    df = summary[summary["method"] == "svae_plus"].copy()
+    df = summary[summary["method"] == method].copy()
     df["alpha"] = pd.to_numeric(df["alpha"], errors="coerce")
     df = df.dropna(subset=["alpha"])
     if df.empty:

@@ -1,0 +1,206 @@
+"""The jobs of the training, transfer and evaluation rules: read their input files, call
+:mod:`sparseshift.runs` and :mod:`sparseshift.transfer`, write their outputs atomically. The
+console gets a start and a finish line per job; the job's log every epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from . import io
+from .data import RunData, load_latents, perturbation_labels
+from .io import CONSOLE, read_dataset
+from .model import ModelConfig, SparseShiftVAE
+from .runs import evaluate_run, save_model, save_run, train_run, train_stacked, udr_score
+from .train import TrainConfig, TrainingDiverged, select_device
+from .transfer import TransferConfig, transfer_run, transfer_stacked
+
+log = logging.getLogger(__name__)
+
+
+def run_model_config(adata, path, model_settings: dict) -> ModelConfig:
+    """The model of a training job on ``adata``: sized by the dataset, the rest from config."""
+    _, names = perturbation_labels(adata, path)
+    return ModelConfig(n_genes=adata.n_vars, n_perturbations=len(names), perturbations=names, **model_settings)
+
+
+def run_folder(output) -> str:
+    """The run an output file belongs to (its folder), as jobs name it to the user."""
+    return str(Path(output).parent)
+
+
+@contextlib.contextmanager
+def diverging(runs: list[str], checkpoint):
+    """A job's training that diverges (:class:`TrainingDiverged`) names its run (``runs[member]``
+    of a stack) and removes its checkpoint, so that a rerun with another learning rate starts
+    afresh instead of resuming the diverging trajectory."""
+    try:
+        yield
+    except TrainingDiverged as err:
+        Path(checkpoint).unlink(missing_ok=True)
+        raise err.update(run=runs[err.member or 0])
+
+
+def train_from_files(
+    data_path, model_settings: dict, train_settings: dict, device: str, checkpoint, outputs: dict
+) -> None:
+    """The training job: read the dataset, train (resuming from ``checkpoint``), write outputs.
+
+    The console gets a start and a finish line; the log every epoch."""
+    run = run_folder(outputs["weights"])
+    train_cfg = TrainConfig(**train_settings)
+    log.info("train %s: start, %d epochs", run, train_cfg.epochs, extra=CONSOLE)
+    adata = read_dataset(data_path)
+    model_cfg = run_model_config(adata, data_path, model_settings)
+    Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+    with diverging([run], checkpoint):
+        model, history, latents, info = train_run(adata, model_cfg, train_cfg, device, checkpoint, str(data_path))
+    save_run(model, history, latents, info, adata, outputs)
+    Path(checkpoint).unlink(missing_ok=True)
+    log.info("train %s: done, %d epochs in %.1f s, validation ELBO %.2f", run, info["epochs_run"],
+             info["train_seconds"], info["elbo_val"], extra=CONSOLE)
+
+
+def train_stacked_from_files(
+    data_paths: list, model_settings: list[dict], train_settings: list[dict], device: str, checkpoint,
+    outputs: dict,
+) -> None:
+    """The stacked training job: several runs of one method (seeds, settings, replicates)
+    trained as one batched model (:func:`train_stacked`). Run i trains on ``data_paths[i]``
+    (a file shared by several runs is read once) with ``model_settings[i]`` and
+    ``train_settings[i]``; each entry of ``outputs`` is a list with one path per run."""
+    folders = [run_folder(path) for path in outputs["weights"]]
+    train_cfgs = [TrainConfig(**settings) for settings in train_settings]
+    name = f"{folders[0]} and {len(folders) - 1} more" if len(folders) > 1 else folders[0]
+    log.info("train %s (stacked): start, %d epochs", name, train_cfgs[0].epochs, extra=CONSOLE)
+    files = {path: read_dataset(path) for path in dict.fromkeys(data_paths)}
+    adatas = [files[path] for path in data_paths]
+    model_cfgs = [run_model_config(a, p, m) for a, p, m in zip(adatas, data_paths, model_settings)]
+    Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+    with diverging(folders, checkpoint):
+        runs = train_stacked(adatas, model_cfgs, train_cfgs, device, checkpoint, [str(p) for p in data_paths])
+    for i, (adata, (model, history, latents, info)) in enumerate(zip(adatas, runs)):
+        save_run(model, history, latents, info, adata, {key: paths[i] for key, paths in outputs.items()})
+    Path(checkpoint).unlink(missing_ok=True)
+    infos = [info for *_, info in runs]
+    log.info("train %s (stacked): done, %d epochs in %.1f s, validation ELBO %s", name, infos[0]["epochs_run"],
+             sum(info["train_seconds"] for info in infos), " ".join(f"{info['elbo_val']:.2f}" for info in infos),
+             extra=CONSOLE)
+
+
+def evaluate_from_files(inputs: dict, record: dict, output, udr_min_variance: float = 0.01) -> dict:
+    """The evaluation job: metrics of one trained run and the selection score of its
+    setting (with its replicates, ``inputs["replicates"]``), written as JSON with its
+    identifiers."""
+    adata = read_dataset(inputs["data"])
+    model = SparseShiftVAE.load(inputs["weights"], inputs["config"])
+    latents = load_latents(inputs["latents"])
+    result = {**record, **evaluate_run(adata, model, latents)}
+    result.update(udr_score(latents, list(inputs.get("replicates", [])), udr_min_variance))
+    # training timings and ELBOs, held-out scores (none when the setting has no transfer),
+    # and the code of each step
+    for key, step in (("info", "train"), ("heldout", "transfer")):
+        if not inputs.get(key):
+            result["inll"] = float("nan")
+            continue
+        with open(inputs[key]) as fh:
+            values = json.load(fh)
+        result[f"{step}_code_version"] = values.pop("code_version", "unknown")
+        result.update(values)
+    result["code_version"] = io.code_version()
+    io.write_json(result, output)
+    return result
+
+
+def transfer_inputs(inputs: dict, train_cfg: TrainConfig, dev: torch.device,
+                    data: RunData | None = None) -> tuple[RunData, SparseShiftVAE]:
+    """A transfer job's data (split as in training; ``data`` when given: another run's of the
+    same dataset and seed) and trained model, checked to match."""
+    if data is None:
+        adata = read_dataset(inputs["data"])
+        data = RunData(adata, train_cfg.val_fraction, train_cfg.seed, dev, str(inputs["data"]))
+    model = SparseShiftVAE.load(inputs["weights"], inputs["config"]).to(dev)
+    if model.cfg.perturbations and list(model.cfg.perturbations) != list(data.names):
+        raise io.InputError(
+            inputs["data"], "uns/perturbations", f"the perturbations the model was trained on ({inputs['config']})"
+        )
+    log.info(
+        "transfer of %s to %d held-out perturbations (%d cells), device %s",
+        model.cfg.method, len(data.heldout_perturbations), len(data.heldout_cells), dev,
+    )
+    return data, model
+
+
+def save_transfer(result, info_path, outputs: dict) -> dict:
+    """Write a transfer job's outputs (one run's), each atomically; returns its summary."""
+    with open(info_path) as fh:
+        info = json.load(fh)
+    summary = {"elbo_train": info["elbo_train"], "elbo_val": info["elbo_val"], **result.summary,
+               "code_version": io.code_version()}
+    save_model(result.retrained, outputs["retrained_weights"], outputs["retrained_config"])
+    save_model(result.finetuned, outputs["finetuned_weights"], outputs["finetuned_config"])
+    io.write_tsv(result.retrain_history, outputs["retrain_history"])
+    io.write_tsv(result.finetune_history, outputs["finetune_history"])
+    io.write_tsv(result.per_perturbation, outputs["per_perturbation"])
+    io.write_json(summary, outputs["summary"])
+    return summary
+
+
+def transfer_from_files(
+    inputs: dict, train_settings: dict, transfer_settings: dict, device: str, checkpoint, outputs: dict
+) -> dict:
+    """The transfer job: steps 2 and 3 of the protocol on a trained run, the held-out
+    ELBO / IWELBO / I-NLL (``heldout.json``, per perturbation in ``heldout_perturbations.tsv``)
+    and the model of each step."""
+    run = run_folder(Path(outputs["summary"]).parent)
+    train_cfg = TrainConfig(**train_settings)
+    cfg = TransferConfig(**transfer_settings)
+    log.info("transfer %s: start, %d + %d epochs, I-NLL with %d particles", run, cfg.retrain_epochs,
+             cfg.finetune_epochs, cfg.particles, extra=CONSOLE)
+    data, model = transfer_inputs(inputs, train_cfg, select_device(device))
+    Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+    with diverging([run], checkpoint):
+        result = transfer_run(model, data, train_cfg, cfg, checkpoint)
+    summary = save_transfer(result, inputs["info"], outputs)
+    Path(checkpoint).unlink(missing_ok=True)
+    log.info("transfer %s: done, %d + %d epochs, I-NLL %.2f", run, summary.get("retrain_epochs_run", 0),
+             summary.get("finetune_epochs_run", 0), summary["inll"], extra=CONSOLE)
+    return summary
+
+
+def transfer_stacked_from_files(
+    inputs: dict, train_settings: list[dict], transfer_settings: dict, device: str, checkpoint, outputs: dict
+) -> list[dict]:
+    """The stacked transfer job: :func:`transfer_from_files` for the runs of several seeds
+    (:func:`sparseshift.transfer.transfer_stacked`); every entry of ``inputs`` and ``outputs``
+    is a list with one path per run, ``train_settings`` one dict per run."""
+    runs = [run_folder(Path(path).parent) for path in outputs["summary"]]
+    name = f"{runs[0]} and {len(runs) - 1} more" if len(runs) > 1 else runs[0]
+    cfg = TransferConfig(**transfer_settings)
+    log.info("transfer %s (stacked): start, %d + %d epochs, I-NLL with %d particles", name, cfg.retrain_epochs,
+             cfg.finetune_epochs, cfg.particles, extra=CONSOLE)
+    dev = select_device(device)
+    train_cfgs = [TrainConfig(**settings) for settings in train_settings]
+    shared: dict = {}  # (dataset, seed) -> RunData: each file read once, the settings of a seed share it
+    loaded = []
+    for i, c in enumerate(train_cfgs):
+        key = (inputs["data"][i], c.seed)
+        data, model = transfer_inputs({k: v[i] for k, v in inputs.items()}, c, dev, shared.get(key))
+        shared[key] = data
+        loaded.append((data, model))
+    Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+    with diverging(runs, checkpoint):
+        results = transfer_stacked([m for _, m in loaded], [d for d, _ in loaded], train_cfgs, cfg, checkpoint)
+    summaries = [
+        save_transfer(result, inputs["info"][i], {k: v[i] for k, v in outputs.items()})
+        for i, result in enumerate(results)
+    ]
+    Path(checkpoint).unlink(missing_ok=True)
+    log.info("transfer %s (stacked): done, I-NLL %s", name, " ".join(f"{s['inll']:.2f}" for s in summaries),
+             extra=CONSOLE)
+    return summaries

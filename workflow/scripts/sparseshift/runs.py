@@ -1,0 +1,190 @@
+"""One run: train it (alone or in a stack with others), evaluate it, write it.
+
+The functions here work on AnnData and tensors; :mod:`sparseshift.jobs` reads and writes the
+files of the rules around them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import io, metrics
+from .batched import fit_many
+from .data import RunData, load_latents, perturbation_labels, training_cells
+from .model import ModelConfig, SparseShiftVAE
+from .train import TrainConfig, TrainingDiverged, fit, seed_everything, select_device
+
+log = logging.getLogger(__name__)
+
+
+def new_run(
+    adata, model_cfg: ModelConfig, train_cfg: TrainConfig, dev: torch.device, path: str = "<dataset>",
+    data: RunData | None = None,
+) -> tuple[RunData, SparseShiftVAE]:
+    """A run's data on ``dev`` (``data`` when given: another run's of the same dataset and
+    seed) and its freshly initialised model (seeded by ``train_cfg.seed``)."""
+    data = data or RunData(adata, train_cfg.val_fraction, train_cfg.seed, dev, path)
+    seed_everything(train_cfg.seed)
+    model = SparseShiftVAE(model_cfg).to(dev)
+    log.info(
+        "training %s on %s: %d training / %d validation cells, %d genes, device %s",
+        model_cfg.method, path, len(data.train_cells), len(data.val_cells), adata.n_vars, dev,
+    )
+    model.standardize_inputs(data.x[data.train_cells])
+    return data, model
+
+
+def finish_run(model: SparseShiftVAE, history: pd.DataFrame, data: RunData, lr: float) -> tuple[np.ndarray, dict]:
+    """Latent means of every cell and the timing and ELBOs of a trained run. The training time
+    is the sum over the history's epochs, so that a run resumed from its checkpoint counts the
+    epochs of every attempt."""
+    latents = model.latent_means(data.x).cpu().numpy()
+    if not np.isfinite(latents).all():
+        raise TrainingDiverged("latent means", len(history), lr)
+    seconds = float(history["train_seconds"].sum())
+    info = {
+        "code_version": io.code_version(),
+        "device": str(data.device),
+        "train_seconds": seconds,
+        "epochs_run": int(len(history)),
+        "seconds_per_epoch": seconds / max(1, len(history)),
+        **data.split_elbos(model),
+    }
+    return latents, info
+
+
+def train_run(
+    adata,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    device: str = "auto",
+    checkpoint: str | Path | None = None,
+    path: str = "<dataset>",
+) -> tuple[SparseShiftVAE, pd.DataFrame, np.ndarray, dict]:
+    """Train on the ``train`` split; return the model, its history, the latent means
+    of every cell and timing information."""
+    data, model = new_run(adata, model_cfg, train_cfg, select_device(device), path)
+    history = fit(model, data.x, data.labels, data.train_cells, data.val_cells, train_cfg, checkpoint)
+    latents, info = finish_run(model, history, data, train_cfg.lr)
+    return model, history, latents, info
+
+
+def train_stacked(
+    adatas: list,
+    model_cfgs: list[ModelConfig],
+    train_cfgs: list[TrainConfig],
+    device: str = "auto",
+    checkpoint: str | Path | None = None,
+    paths: list[str] | None = None,
+) -> list[tuple[SparseShiftVAE, pd.DataFrame, np.ndarray, dict]]:
+    """:func:`train_run` for several runs (run i: ``adatas[i]``, ``model_cfgs[i]``,
+    ``train_cfgs[i]``), trained together as one batched model
+    (:func:`sparseshift.batched.fit_many`): the seeds, settings and replicates of a method.
+
+    The runs may differ in their seed and in the swept weights (beta, lambda, alpha) only.
+    Each run starts from the same initial weights and validation split as its
+    :func:`train_run`; its random draws differ, so its numbers are not those of the
+    one-model run. ``train_seconds`` of each run is the stack's time divided by its size. A
+    model of the stack that diverges stops them all (:class:`TrainingDiverged` names it).
+    """
+    seeds = [c.seed for c in train_cfgs]
+    if any(replace(c, seed=0) != replace(train_cfgs[0], seed=0) for c in train_cfgs):
+        raise ValueError("train_stacked: the runs of a stack must share their training settings but the seed")
+    dev = select_device(device)
+    paths = paths or ["<dataset>"] * len(adatas)
+    shared: dict = {}  # (dataset, seed) -> RunData: the settings of one seed share its tensors
+    runs = []
+    for adata, model_cfg, train_cfg, path in zip(adatas, model_cfgs, train_cfgs, paths):
+        data, model = new_run(adata, model_cfg, train_cfg, dev, path, shared.get((id(adata), train_cfg.seed)))
+        shared[(id(adata), train_cfg.seed)] = data
+        runs.append((data, model))
+    histories = fit_many(
+        [model for _, model in runs], [d.x for d, _ in runs], [d.labels for d, _ in runs],
+        [d.train_cells for d, _ in runs], [d.val_cells for d, _ in runs], train_cfgs[0], seeds, checkpoint,
+    )
+    out = []
+    for i, ((data, model), history) in enumerate(zip(runs, histories)):
+        try:
+            latents, info = finish_run(model, history, data, train_cfgs[i].lr)
+        except TrainingDiverged as err:
+            raise err.update(member=i)
+        out.append((model, history, latents, {**info, "stacked_models": len(runs)}))
+    return out
+
+
+def evaluate_run(adata, model: SparseShiftVAE, latents: np.ndarray) -> dict:
+    """Disentanglement (MCC, R²) and target identification (precision, recall, F1, AUPRC).
+
+    The ELBOs come from the training job (``train_info.json``). Latent metrics use the
+    cells of training perturbations. Graph metrics (for priors that learn a target
+    graph) compare the learned graph with the truth in three conventions:
+
+    * ``graph_*``: latents matched by |Pearson correlation| (the MCC matching), on the
+      training perturbations (held-out ones have no learned mask in this phase);
+    * ``graph_*_all``: the same matching, on all perturbations, held-out ones counting
+      as misses;
+    * ``graph_*_signed``: latents matched by the *signed* Pearson correlation, on all
+      perturbations with held-out ones as misses: the released sVAE+ code's
+      convention, the one the paper's Table 1 numbers are comparable to.
+    """
+    labels, _ = perturbation_labels(adata)
+    train = training_cells(adata)
+    out: dict = {"mask_density": model.prior.mask_density()}
+    if "z_true" not in adata.obsm:
+        return out
+    z_true = np.asarray(adata.obsm["z_true"])[train]
+    z_hat = latents[train]
+    out["mcc_pearson"], rows, cols = metrics.match_latents(z_true, z_hat, "pearson")
+    out["mcc_spearman"] = metrics.mcc(z_true, z_hat, "spearman")
+    out["r2"] = metrics.r2_linear(z_true, z_hat)
+    if model.prior.target_scores() is None or "targets" not in adata.uns:
+        return out
+    _, rows_signed, cols_signed = metrics.match_latents(z_true, z_hat, "pearson", signed=True)
+    g_true = np.asarray(adata.uns["targets"]).astype(bool)
+    scores = model.prior.target_scores().cpu().numpy()
+    graph = model.prior.target_graph().cpu().numpy().astype(bool)
+    train_perts = np.unique(labels[train])
+    # Held-out perturbations were never trained: their learned rows count as empty.
+    graph_all = np.zeros_like(graph)
+    graph_all[train_perts] = graph[train_perts]
+    scores_all = np.zeros_like(scores)
+    scores_all[train_perts] = scores[train_perts]
+    for suffix, sel, g, s, (r, c) in (
+        ("", train_perts, graph, scores, (rows, cols)),
+        ("_all", slice(None), graph_all, scores_all, (rows, cols)),
+        ("_signed", slice(None), graph_all, scores_all, (rows_signed, cols_signed)),
+    ):
+        res = metrics.graph_metrics(g_true[sel], s[sel], r, c, learned_binary=g[sel])
+        out.update({k + suffix: v for k, v in res.items()})
+    return out
+
+
+def udr_score(latents: np.ndarray, replicates: list, min_variance: float = 0.01) -> dict:
+    """The selection score of a run's setting: UDR (:func:`metrics.udr`) over the run's
+    latents and those of its replicates (files), on every cell; NaN without replicates."""
+    if not replicates:
+        return {"udr": float("nan"), "udr_models": 1}
+    models = [latents] + [load_latents(path) for path in replicates]
+    return {"udr": metrics.udr(models, min_variance), "udr_models": len(models)}
+
+
+def save_model(model: SparseShiftVAE, weights, config) -> None:
+    """Weights and config of a model, each written atomically."""
+    with io.atomic_path(weights) as tmp_w, io.atomic_path(config) as tmp_c:
+        model.cpu().save(tmp_w, tmp_c)
+
+
+def save_run(model, history, latents, info, adata, outputs: dict) -> None:
+    """Write the declared outputs of a training job, each atomically."""
+    save_model(model, outputs["weights"], outputs["config"])
+    io.write_tsv(history, outputs["history"])
+    with io.atomic_path(outputs["latents"]) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, z_mean=latents.astype(np.float32), obs_names=np.asarray(adata.obs_names))
+    io.write_json(info, outputs["info"])
