@@ -1,0 +1,72 @@
+"""The plan of a configuration: its checks, its runs and the settings its jobs receive."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from snakemake.utils import validate
+from sparseshift.methods import METHODS, REGISTRY
+from sparseshift.model import ModelConfig
+from sparseshift.plan import ConfigError, Plan
+from sparseshift.simulate import SimulationConfig
+from sparseshift.train import TrainConfig
+from sparseshift.transfer import TransferConfig
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = [REPO / "config" / "config.yaml", REPO / "config" / "paper.yaml", REPO / "tests" / "configs" / "tiny.yaml"]
+
+
+def filled(path) -> dict:
+    """A config file as the Snakefile sees it: the schema's defaults filled in."""
+    config = yaml.safe_load(Path(path).read_text())
+    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    return config
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_job_of_the_shipped_configs_builds_its_dataclass(path):
+    """The settings a job receives are the config keys of the dataclass it fills (an unknown key,
+    such as a simulation's own `methods`, would fail here before any job runs)."""
+    plan = Plan(filled(path))
+    for name in plan.simulations:
+        SimulationConfig(**plan.simulation_settings(SimpleNamespace(simulation=name, seed=0)))
+    members = plan.members(replicates=True)
+    assert members
+    for m in members:
+        cfg = ModelConfig(n_genes=10, n_perturbations=4, **plan.model_settings(m))
+        assert cfg.weight() == plan.runs[(m.arm, m.dataset, m.method, m.hp)].get(REGISTRY[m.method].hyperparameter)
+        TrainConfig(**plan.train_settings(m))
+        TransferConfig(**plan.transfer_settings(m))
+
+
+def test_paper_config_runs_the_grid_of_each_method():
+    plan = Plan(filled(REPO / "config" / "paper.yaml"))
+    paper = {m: sorted(hp for (a, d, method, hp) in plan.runs if d == "paper" and method == m) for m in METHODS}
+    assert paper["vae"] == ["p15"] and paper["ivae"] == ["p15"]
+    assert len(paper["beta_vae"]) == 3 and len(paper["svae"]) == 3 and len(paper["svae_plus"]) == 6
+    # a method with several settings trains replicates for the selection, one with one setting none
+    assert plan.n_replicates("simulation", "paper", "svae_plus", "p15_alpha100") == 3
+    assert plan.n_replicates("simulation", "paper", "vae", "p15") == 1
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        (lambda c: c["methods"].append("foo"), "methods.5"),
+        (lambda c: c["simulations"][0].update(n_heldout=200), "simulations.0.n_heldout"),
+        (lambda c: c["simulations"][0].update(targets_per_perturbation=[3, 1]), "simulations.0.targets_per_perturbation"),
+        (lambda c: c["simulations"][0].update(heldout={"targets_per_perturbation": [9, 20]}),
+         "simulations.0.heldout.targets_per_perturbation"),
+        (lambda c: c.update(stack_models=4) or c["model"].update(batch_norm=True), "model.batch_norm"),
+    ],
+)
+def test_a_config_error_names_its_key(change, key):
+    config = copy.deepcopy(filled(REPO / "config" / "config.yaml"))
+    change(config)
+    with pytest.raises(ConfigError) as err:
+        Plan(config)
+    assert err.value.key == key
