@@ -256,3 +256,19 @@ def test_batch_norm_model_scores_particles_cell_by_cell():
     labels = torch.tensor([0, 1, 2, 3, 4, 0])
     scores = model.iwelbo(x, labels, 8, torch.Generator().manual_seed(0))
     assert scores.shape == (6,) and torch.isfinite(scores).all()
+
+
+def test_a_model_json_of_the_earlier_layout_still_loads(tmp_path):
+    """Runs written before the config keys and ModelConfig fields were made equal (``beta``,
+    ``alpha``, ``lam``, ``init_logit``, ``graph_top_k`` at the top level) load as they were."""
+    import json
+
+    model = make_model("svae", hyperparameters={"lambda": 3.0}, mask_init_logit=2.0)
+    model.save(tmp_path / "m.pt", tmp_path / "m.json")
+    old = {k: v for k, v in model.cfg.to_dict().items() if k not in ("hyperparameters", "mask_init_logit",
+                                                                      "ivae_graph_top_k")}
+    old.update(beta=1.0, alpha=None, lam=3.0, init_logit=2.0, graph_top_k=2)
+    (tmp_path / "m.json").write_text(json.dumps(old))
+    loaded = SparseShiftVAE.load(tmp_path / "m.pt", tmp_path / "m.json")
+    assert loaded.cfg == model.cfg
+    assert float(loaded.prior.lam) == 3.0 and float(loaded.prior.kl_scale) == 1.0
