@@ -18,7 +18,7 @@ from sparseshift.layout import (
     Layout,
 )
 from sparseshift.methods import METHODS
-from sparseshift.plan import ConfigError, Plan, check_fold_clusters, prepare
+from sparseshift.plan import ARM_ID, ConfigError, Plan, check_fold_clusters, prepare
 
 
 def validate_config():
@@ -57,7 +57,6 @@ FOLDS = {fold["name"]: fold for fold in REPLOGLE["folds"]}
 RESULTS = LAYOUT.results
 SIM_DIR, REPLOGLE_DIR, LOG_DIR = LAYOUT.sim_dir, LAYOUT.replogle_dir, LAYOUT.log_dir
 RUN_DIR, REPLICATE_DIR = LAYOUT.run_dir, LAYOUT.replicate_dir
-ARM_ID = {"simulation": "simulation", "replogle": "fold"}
 
 
 wildcard_constraints:

@@ -75,7 +75,7 @@ class Layout:
 
     def member(self, member, name: str) -> str:
         """File ``name`` of a run or replicate (wildcards with ``replicate``)."""
-        values = dict(member.items()) if hasattr(member, "items") else vars(member)  # wildcards or a member
+        values = dict(member.items()) if hasattr(member, "items") else vars(member)  # wildcards, dict or member
         folder = self.replicate_dir if int(values.get("replicate", 0)) else self.run_dir
         return f"{folder}/{name}".format(**values)
 
@@ -103,7 +103,7 @@ class Layout:
         """Latents of a run's replicates 1.. (none when it has no competitor)."""
         w = dict(wildcards.items())
         n = self.plan.n_replicates(w["arm"], w["dataset"], w["method"], w["hp"])
-        return [f"{self.replicate_dir}/latents.npz".format(**w, replicate=r) for r in range(1, n)]
+        return [self.member({**w, "replicate": r}, "latents.npz") for r in range(1, n)]
 
     # ------------------------------------------------------------------ enrichment
     def library(self, path: str) -> str:
@@ -143,7 +143,8 @@ class Layout:
         runs: dict[str, str] = {}
         for arm, dataset, method, hp in self.plan.runs:
             if arm == "simulation" and dataset == wildcards.dataset:
-                runs.setdefault(method, f"{self.sim_dir}/{dataset}/seed{wildcards.seed}/{method}/{hp}")
+                runs.setdefault(method, self.run_dir.format(arm=arm, dataset=dataset, seed=wildcards.seed,
+                                                            method=method, hp=hp))
         return runs
 
     def seed_run_files(self, wildcards) -> list[str]:

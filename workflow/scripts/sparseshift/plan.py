@@ -22,6 +22,8 @@ from .methods import HYPERPARAMETERS, METHODS, REGISTRY
 
 # The KL weight of the models of every method that does not sweep it (summary columns).
 RECORD_DEFAULTS = {"beta": 1.0}
+# The column that names an arm's datasets in its metrics and tables.
+ARM_ID = {"simulation": "simulation", "replogle": "fold"}
 # The keys of a simulation entry that are not SimulationConfig fields.
 _SIMULATION_ONLY = ("name", "transfer", "methods", "hyperparameters")
 
@@ -240,7 +242,7 @@ class Plan:
         hp = self._hp(wildcards)
         weights = {key: hp.get(key, RECORD_DEFAULTS.get(key)) for key in HYPERPARAMETERS}
         return {
-            ("simulation" if wildcards.arm == "simulation" else "fold"): wildcards.dataset,
+            ARM_ID[wildcards.arm]: wildcards.dataset,
             "method": wildcards.method,
             "seed": int(wildcards.seed),
             "run": wildcards.hp,
