@@ -1,14 +1,14 @@
 """Measured deviations: the paper configuration with one choice changed at a time.
 
 Usage:
-    python docs/scripts/ablations.py run NAME [NAME ...] [--seeds 0 1 2] [--cores 2]
+    python docs/scripts/ablations.py run NAME [NAME ...] [--seeds 0 1 2] [--cores 2] [--methods svae_plus ivae]
     python docs/scripts/ablations.py collect        # -> results/ablations/ablations.tsv
     python docs/scripts/ablations.py list
 
 Each ablation is the Table 1 setting of ``config/paper.yaml`` (the ``paper`` simulation,
 its training and transfer protocol) restricted to ``METHODS`` at one fixed setting each
 (``FIXED``), with one choice changed (``ABLATIONS``). ``run`` writes its configuration to
-``results/ablations/<name>/config.yaml`` and runs the real pipeline on it (Snakemake, up to
+``results/ablations/<name>/config_<methods>.yaml`` and runs the real pipeline on it (Snakemake, up to
 the runs' ``metrics.json``: training, the transfer protocol with the held-out I-NLL, and the
 evaluation); ``collect`` gathers every finished run of every ablation into one table, which
 ``docs/scripts/write_table1.py`` turns into the deviation table of ``docs/table1.md``.
@@ -28,8 +28,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "results" / "ablations"
-# The methods an ablation trains, each at one setting (sVAE+ only: each ablation is 3 runs
-# with the transfer protocol, about 15 minutes of a 2-core machine).
+# The methods an ablation trains by default, each at one setting (sVAE+ only: each ablation is
+# 3 runs with the transfer protocol, about 15 minutes of a 2-core machine); `--methods` adds
+# others to the same folders.
 METHODS = ["svae_plus"]
 # sVAE+ at the paper's recommendation alpha = K (the number of perturbations), independent of the selection.
 FIXED = {"alpha": [100], "beta": [8], "lambda": [10.0]}
@@ -63,7 +64,7 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def ablation_config(name: str, seeds: list[int]) -> dict:
+def ablation_config(name: str, seeds: list[int], methods: list[str] = METHODS) -> dict:
     """``config/paper.yaml``, Table 1 setting only, at ``BASE``, ``METHODS`` at ``FIXED``, one change."""
     paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     _, overrides = ABLATIONS[name]
@@ -74,20 +75,20 @@ def ablation_config(name: str, seeds: list[int]) -> dict:
     cfg = {k: paper[k] for k in ("device", "train", "transfer")}
     # one model per job in every ablation: the released code's BatchNorm cannot be stacked,
     # and the baseline must draw its random numbers the same way as the changed runs
-    cfg.update(seeds=seeds, methods=METHODS, hyperparameters=FIXED, simulations=[sim],
+    cfg.update(seeds=seeds, methods=methods, hyperparameters=FIXED, simulations=[sim],
                stack_models=1, results=str(OUT / name))
     return merge(cfg, overrides)
 
 
-def run(name: str, seeds: list[int], cores: int) -> None:
-    cfg = ablation_config(name, seeds)
+def run(name: str, seeds: list[int], cores: int, methods: list[str] = METHODS) -> None:
+    cfg = ablation_config(name, seeds, methods)
     folder = OUT / name
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "config.yaml"
+    path = folder / f"config_{'_'.join(methods)}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     tags = {"vae": "p15", "ivae": "p15", "svae_plus": f"p15_alpha{FIXED['alpha'][0]:g}",
             "beta_vae": f"p15_beta{FIXED['beta'][0]:g}", "svae": f"p15_lambda{FIXED['lambda'][0]:g}"}
-    targets = [f"{folder}/simulation/paper/seed{s}/{m}/{tags[m]}/metrics.json" for s in seeds for m in METHODS]
+    targets = [f"{folder}/simulation/paper/seed{s}/{m}/{tags[m]}/metrics.json" for s in seeds for m in methods]
     # The default config first (the Snakefile's configfile is read relative to the working
     # directory), then the paper's, then the ablation's: `simulations` is replaced as a whole.
     cmd = ["snakemake", "--cores", str(cores), "--rerun-incomplete", "--directory", str(REPO),
@@ -115,12 +116,13 @@ def main(argv=None) -> None:
     r.add_argument("names", nargs="+", choices=list(ABLATIONS))
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--cores", type=int, default=2)
+    r.add_argument("--methods", nargs="+", default=METHODS, choices=["vae", "beta_vae", "ivae", "svae", "svae_plus"])
     sub.add_parser("collect")
     sub.add_parser("list")
     args = ap.parse_args(argv)
     if args.command == "run":
         for name in args.names:
-            run(name, args.seeds, args.cores)
+            run(name, args.seeds, args.cores, args.methods)
     elif args.command == "collect":
         collect()
     else:
