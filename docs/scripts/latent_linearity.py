@@ -57,7 +57,7 @@ def main() -> None:
             heldout, backward = scores(z_true, np.asarray(npz["z_mean"], float), train)
             metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
             inll, mcc = metrics.get("inll", float("nan")), metrics.get("mcc_pearson", float("nan"))
-            print(f"| {run.relative_to(results)} | {heldout:.3f} | {backward:.3f} | {mcc:.3f} | {inll:.2f} |")
+            print(f"| {results.name}/{run.relative_to(results)} | {heldout:.3f} | {backward:.3f} | {mcc:.3f} | {inll:.2f} |")
             if np.isfinite(inll):
                 per_dataset.setdefault(h5ad, []).append((heldout, inll))
     print()
