@@ -376,7 +376,8 @@ def main(argv=None) -> None:
         "## Deviations from the paper and from the released code",
         "",
         "Measured effects: the ablations of `docs/scripts/ablations.py` (the Table 1 setting, one choice changed, "
-        f"sVAE+ at α = {FIXED['alpha'][0]}, one model per job, same seeds; `baseline` is the pipeline's choice at the "
+        f"sVAE+ at α = {FIXED['alpha'][0]}, and iVAE where a row names it (`ablations.py run ... --methods ivae`), "
+        "one model per job, same seeds; `baseline` is the pipeline's choice at the "
         "released code's 250 cells per perturbation, the base of every ablation) "
         "and, for the selection and the conventions, the paper run above.",
         "",
