@@ -34,12 +34,17 @@ from sparseshift.model import ModelConfig, SparseShiftVAE  # noqa: E402
 from machine import machine_line  # noqa: E402
 
 
-def step_flops(method: str, batch: int) -> int:
+def paper_model(method: str) -> SparseShiftVAE:
+    """The paper simulation's model of ``method`` (100 genes, p = 15, 100 perturbations)."""
     cfg = ModelConfig(method=method, n_genes=100, n_latent=15, n_perturbations=100,
                       hyperparameters={"alpha": 100.0, "beta": 8.0, "lambda": 1.0})
     torch.manual_seed(0)
-    model = SparseShiftVAE(cfg)
-    x = torch.poisson(torch.full((batch, 100), 20.0))
+    return SparseShiftVAE(cfg)
+
+
+def step_flops(method: str, batch: int) -> int:
+    model = paper_model(method)
+    x = torch.poisson(torch.full((batch, model.cfg.n_genes), 20.0))
     labels = torch.randint(0, 80, (batch,))
     optimiser = torch.optim.Adam(model.parameters(), fused=True)
     with FlopCounterMode(display=False) as counter:
@@ -49,9 +54,9 @@ def step_flops(method: str, batch: int) -> int:
     return counter.get_total_flops()
 
 
-def addmm_rate(batch: int, repeats: int = 2000) -> float:
-    """FLOP/s of addmm over the model's layer shapes (in x out), forward-sized, best of 3."""
-    shapes = [(100, 128), (128, 128), (128, 30), (15, 128), (128, 128), (128, 100)]
+def addmm_rate(model: torch.nn.Module, batch: int, repeats: int = 2000) -> float:
+    """FLOP/s of addmm over the shapes of ``model``'s linear layers, forward-sized, best of 3."""
+    shapes = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
     mats = [(torch.randn(batch, i), torch.randn(i, o), torch.randn(o)) for i, o in shapes]
     flops = sum(2 * batch * i * o for i, o in shapes) * repeats
     best = math.inf
@@ -72,7 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reference", type=float, default=1.15)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rate = addmm_rate(args.batch_size)
+    rate = addmm_rate(paper_model("vae"), args.batch_size)
     steps = math.ceil(args.train_cells / args.batch_size)
     print(f"{machine_line(torch.device('cpu'), args.threads)}; addmm at the model's shapes: "
           f"{rate / 1e9:.1f} GFLOP/s; {steps} steps per epoch")
