@@ -3,6 +3,7 @@
 Usage:
     python docs/scripts/ablations.py run NAME [NAME ...] [--seeds 0 1 2] [--cores 2] [--methods svae_plus ivae]
     python docs/scripts/ablations.py collect        # -> results/ablations/ablations.tsv
+    python docs/scripts/ablations.py table baseline scvi_layers --methods ivae svae_plus
     python docs/scripts/ablations.py list
 
 Each ablation is the Table 1 setting of ``config/paper.yaml`` (the ``paper`` simulation,
@@ -27,6 +28,9 @@ import pandas as pd
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "workflow" / "scripts"))
+from sparseshift.methods import METHODS as ALL_METHODS  # noqa: E402
+
 OUT = REPO / "results" / "ablations"
 # The methods an ablation trains by default, each at one setting (sVAE+ only: each ablation is
 # 3 runs with the transfer protocol, about 15 minutes of a 2-core machine); `--methods` adds
@@ -109,6 +113,29 @@ def collect() -> pd.DataFrame:
     return df
 
 
+def table(df: pd.DataFrame, names: list[str], methods: list[str]) -> str:
+    """Two methods side by side per ablation (markdown): mean Pearson MCC, I-NLL and validation
+    ELBO over the seeds both finished, and the I-NLL difference (second − first) per seed."""
+    first, second = methods
+    lines = [f"| ablation | seeds | MCC {first} / {second} | I-NLL {first} / {second} | "
+             f"validation ELBO {first} / {second} | I-NLL {second} − {first} per seed |",
+             "|---|---|---|---|---|---|"]
+    for name in names:
+        runs = df[(df["ablation"] == name) & df["method"].isin(methods)]
+        wide = runs.pivot_table(index="seed", columns="method", values=["mcc_pearson", "inll", "elbo_val"]).dropna()
+        if wide.empty:
+            continue
+        mean = wide.mean()
+
+        def pair(key, fmt, mean=mean):
+            return f"{mean[(key, first)]:{fmt}} / {mean[(key, second)]:{fmt}}"
+
+        gaps = " / ".join(f"{v:+.2f}" for v in wide[("inll", second)] - wide[("inll", first)])
+        lines.append(f"| {name} | {', '.join(map(str, wide.index))} | {pair('mcc_pearson', '.3f')} | "
+                     f"{pair('inll', '.2f')} | {pair('elbo_val', '.2f')} | {gaps} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -116,8 +143,11 @@ def main(argv=None) -> None:
     r.add_argument("names", nargs="+", choices=list(ABLATIONS))
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--cores", type=int, default=2)
-    r.add_argument("--methods", nargs="+", default=METHODS, choices=["vae", "beta_vae", "ivae", "svae", "svae_plus"])
+    r.add_argument("--methods", nargs="+", default=METHODS, choices=ALL_METHODS)
     sub.add_parser("collect")
+    t = sub.add_parser("table")
+    t.add_argument("names", nargs="+", choices=list(ABLATIONS))
+    t.add_argument("--methods", nargs=2, default=["ivae", "svae_plus"], choices=ALL_METHODS)
     sub.add_parser("list")
     args = ap.parse_args(argv)
     if args.command == "run":
@@ -125,6 +155,8 @@ def main(argv=None) -> None:
             run(name, args.seeds, args.cores, args.methods)
     elif args.command == "collect":
         collect()
+    elif args.command == "table":
+        print(table(pd.read_csv(OUT / "ablations.tsv", sep="\t"), args.names, args.methods))
     else:
         for name, (what, overrides) in ABLATIONS.items():
             print(f"{name:18s} {what}  {overrides}")
