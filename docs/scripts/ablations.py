@@ -58,7 +58,12 @@ ABLATIONS = {
                       {"simulation": {"softmax_over": "genes", "library_size": 100000}}),
     "with_replacement": ("targets drawn with replacement (released code)",
                          {"simulation": {"target_sampling": "with_replacement"}}),
+    "released_ivae": ("iVAE as released: the sVAE module with lambda = 0, an unpenalised Gumbel-sigmoid "
+                      "mask (run with --methods svae)", {"hyperparameters": {"lambda": [0.0]}}),
 }
+# Ablations whose runs of one method stand for another method of the baseline: the released
+# iVAE is this pipeline's sVAE at lambda = 0, compared with the baseline's iVAE.
+STANDS_FOR = {"released_ivae": {"svae": "ivae"}}
 
 
 def merge(base: dict, extra: dict) -> dict:
@@ -84,14 +89,20 @@ def ablation_config(name: str, seeds: list[int], methods: list[str] = METHODS) -
     return merge(cfg, overrides)
 
 
+def run_tags(name: str) -> dict[str, str]:
+    """The run folder of each method in ablation ``name`` (its one fixed setting)."""
+    fixed = merge(FIXED, ABLATIONS[name][1].get("hyperparameters", {}))
+    return {"vae": "p15", "ivae": "p15", "svae_plus": f"p15_alpha{fixed['alpha'][0]:g}",
+            "beta_vae": f"p15_beta{fixed['beta'][0]:g}", "svae": f"p15_lambda{fixed['lambda'][0]:g}"}
+
+
 def run(name: str, seeds: list[int], cores: int, methods: list[str] = METHODS) -> None:
     cfg = ablation_config(name, seeds, methods)
     folder = OUT / name
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"config_{'_'.join(methods)}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    tags = {"vae": "p15", "ivae": "p15", "svae_plus": f"p15_alpha{FIXED['alpha'][0]:g}",
-            "beta_vae": f"p15_beta{FIXED['beta'][0]:g}", "svae": f"p15_lambda{FIXED['lambda'][0]:g}"}
+    tags = run_tags(name)
     targets = [f"{folder}/simulation/paper/seed{s}/{m}/{tags[m]}/metrics.json" for s in seeds for m in methods]
     # The default config first (the Snakefile's configfile is read relative to the working
     # directory), then the paper's, then the ablation's: `simulations` is replaced as a whole.
