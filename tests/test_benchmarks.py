@@ -32,3 +32,12 @@ def test_the_flop_count_is_that_of_forward_and_backward_of_every_layer():
     expected = 3 * forward - 2 * batch * 100 * 128
     for method in ("vae", "svae_plus"):
         assert flops.step_flops(method, batch) == expected
+
+
+def test_the_stacked_step_profile_runs_the_layers_as_batched_matrix_products(capsys):
+    """profile_step.py profiles the stacked step: vmap turns each linear layer of the N models
+    into one batched product (bmm), so an unbatched or unprofiled step would not show it."""
+    load("profile_step").main(["--method", "vae", "--models", "2", "--steps", "2", "--rows", "5"])
+    out = capsys.readouterr().out
+    assert "vae, 2 stacked models, batch 128" in out and "ms per step" in out
+    assert "aten::bmm" in out
