@@ -41,7 +41,7 @@ def test_the_released_ivae_is_the_svae_at_lambda_0_against_the_baseline_ivae(wri
         + runs("released_ivae", "svae", "p15_lambda10", [0, 1], 0.1, 999.0)
     )
     text = effect(write_table1.deviations(ablations, None, None), "iVAE prior")
-    assert text.startswith("iVAE: MCC 0.500 → 0.600, I-NLL 350.00 → 351.00 (2 seeds")
+    assert text == "iVAE: MCC 0.500 → 0.600, I-NLL 350.00 → 351.00 (2 seeds)"
     assert "sVAE" not in text
 
 

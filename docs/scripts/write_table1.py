@@ -229,7 +229,8 @@ def deviations(ablations: pd.DataFrame | None, selected: pd.DataFrame | None, su
                 parts.append(text)
             if not parts:
                 continue
-            effects[name] = "; ".join(parts) + f" ({n_seeds} seeds, α = {alpha:g})"
+            with_alpha = f", α = {alpha:g}" if any(p.startswith(DISPLAY["svae_plus"]) for p in parts) else ""
+            effects[name] = "; ".join(parts) + f" ({n_seeds} seeds{with_alpha})"
             base_counts, counts = mean_counts(ABLATION_DIR / "baseline"), mean_counts(ABLATION_DIR / name)
             if base_counts and counts and abs(counts / base_counts - 1) > 0.01:
                 effects[name] += (f"; mean counts per cell {base_counts:,.0f} → {counts:,.0f}: the I-NLL of "
