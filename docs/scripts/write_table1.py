@@ -399,9 +399,11 @@ def main(argv=None) -> None:
         "## Deviations from the paper and from the released code",
         "",
         "Measured effects: the ablations of `docs/scripts/ablations.py` (the Table 1 setting, one choice changed, "
-        f"sVAE+ at α = {FIXED['alpha'][0]}, and iVAE where a row names it (`ablations.py run ... --methods ivae`), "
+        f"sVAE+ at α = {FIXED['alpha'][0]}, and iVAE where a row names it (`ablations.py run ... --methods ivae`; "
+        "the released iVAE: `ablations.py run released_ivae --methods svae`), "
         "one model per job, same seeds; `baseline` is the pipeline's choice at the "
-        "released code's 250 cells per perturbation, the base of every ablation) "
+        "released code's 250 cells per perturbation, the base of every ablation); for the particle count, "
+        "`docs/scripts/iwelbo_particles.py` (the same step-3 models scored with both counts); "
         "and, for the selection and the conventions, the paper run above.",
         "",
         md_table(deviations(ablations, selected, summary, particles)),
