@@ -124,17 +124,31 @@ def collect() -> pd.DataFrame:
     return df
 
 
+def at_fixed_settings(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs of ``collect``'s table at their ablation's fixed setting (``run_tags``), a method
+    that stands for another (``STANDS_FOR``) relabelled as that one."""
+    tags = {name: run_tags(name) for name in ABLATIONS}
+    keep = df[[tags[a][m] == r for a, m, r in zip(df["ablation"], df["method"], df["run"])]]
+    return keep.assign(method=[STANDS_FOR.get(a, {}).get(m, m) for a, m in zip(keep["ablation"], keep["method"])])
+
+
 def table(df: pd.DataFrame, names: list[str], methods: list[str]) -> str:
     """Two methods side by side per ablation (markdown): mean Pearson MCC, I-NLL and validation
-    ELBO over the seeds both finished, and the I-NLL difference (second − first) per seed."""
+    ELBO over the seeds both finished, and the I-NLL difference (second − first) per seed. An
+    ablation that changes one method only (``STANDS_FOR``) takes the other from the baseline."""
     first, second = methods
     lines = [f"| ablation | seeds | MCC {first} / {second} | I-NLL {first} / {second} | "
              f"validation ELBO {first} / {second} | I-NLL {second} − {first} per seed |",
              "|---|---|---|---|---|---|"]
+    df = at_fixed_settings(df)
     for name in names:
-        runs = df[(df["ablation"] == name) & df["method"].isin(methods)]
+        runs, label = df[(df["ablation"] == name) & df["method"].isin(methods)], name
+        if name in STANDS_FOR:
+            changed = set(STANDS_FOR[name].values())
+            base = df[(df["ablation"] == "baseline") & df["method"].isin(set(methods) - changed)]
+            runs, label = pd.concat([runs, base]), f"{name} ({', '.join(sorted(set(methods) - changed))}: baseline)"
         wide = runs.pivot_table(index="seed", columns="method", values=["mcc_pearson", "inll", "elbo_val"]).dropna()
-        if wide.empty:
+        if wide.empty or ("inll", first) not in wide or ("inll", second) not in wide:
             continue
         mean = wide.mean()
 
@@ -142,7 +156,7 @@ def table(df: pd.DataFrame, names: list[str], methods: list[str]) -> str:
             return f"{mean[(key, first)]:{fmt}} / {mean[(key, second)]:{fmt}}"
 
         gaps = " / ".join(f"{v:+.2f}" for v in wide[("inll", second)] - wide[("inll", first)])
-        lines.append(f"| {name} | {', '.join(map(str, wide.index))} | {pair('mcc_pearson', '.3f')} | "
+        lines.append(f"| {label} | {', '.join(map(str, wide.index))} | {pair('mcc_pearson', '.3f')} | "
                      f"{pair('inll', '.2f')} | {pair('elbo_val', '.2f')} | {gaps} |")
     return "\n".join(lines)
 

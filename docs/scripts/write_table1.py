@@ -30,7 +30,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "docs" / "scripts"))
-from ablations import ABLATIONS, FIXED, OUT as ABLATION_DIR, STANDS_FOR, run_tags  # noqa: E402
+from ablations import ABLATIONS, FIXED, OUT as ABLATION_DIR, at_fixed_settings  # noqa: E402
 
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 from sparseshift.methods import DISPLAY_NAMES as DISPLAY  # noqa: E402
@@ -205,10 +205,7 @@ def deviations(ablations: pd.DataFrame | None, selected: pd.DataFrame | None, su
         effects["particles"] = particle_effect(particles)
     if ablations is not None and not ablations.empty:
         alpha = FIXED["alpha"][0]
-        # each ablation's runs at its fixed setting, a method that stands for another relabelled as it
-        tags = {name: run_tags(name) for name in ABLATIONS}
-        keep = ablations[[tags[a][m] == r for a, m, r in zip(ablations["ablation"], ablations["method"], ablations["run"])]]
-        keep = keep.assign(method=[STANDS_FOR.get(a, {}).get(m, m) for a, m in zip(keep["ablation"], keep["method"])])
+        keep = at_fixed_settings(ablations)
         metrics = ["mcc_pearson", "graph_f1_signed", "graph_f1_all", "inll"]
         for name in ABLATIONS:
             parts, n_seeds = [], 0
