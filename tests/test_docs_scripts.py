@@ -55,3 +55,11 @@ def test_the_particle_row_reads_the_same_models_at_both_counts(write_table1):
     assert "sVAE+: I-NLL 349.00 → 350.50 (+1.50)" in text and "iVAE: I-NLL 340.00 → 341.00 (+1.00)" in text
     assert "5,000 → 1,000 particles" in text and "2 draws of the particles differ by at most 0.30 nats" in text
     assert effect(write_table1.deviations(None, None, None), "IWELBO particles") == "not measured (no results)"
+
+
+def test_a_pipe_inside_a_cell_does_not_split_the_markdown_row(write_table1):
+    """|r| in a cell is escaped once (already escaped text stays so): every row keeps its columns."""
+    table = write_table1.md_table(pd.DataFrame({"F1 \\|r\\| all": ["|r| train 0.5"], "b": ["x"]}))
+    rows = table.splitlines()
+    assert all(row.replace("\\|", "").count("|") == 3 for row in rows)
+    assert "F1 \\|r\\| all" in rows[0] and "\\|r\\| train 0.5" in rows[2]

@@ -81,9 +81,12 @@ DEVIATIONS = [
 def md_table(df: pd.DataFrame) -> str:
     if df.empty:
         return "(nothing to show yet: no finished run for this table)"
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    def cell(value) -> str:  # a pipe inside a cell would end it: escaped, once
+        return str(value).replace("\\|", "|").replace("|", "\\|")
+
+    head = "| " + " | ".join(map(cell, df.columns)) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([head, rule, *rows])
 
 
