@@ -438,6 +438,21 @@ def test_table1_document_is_written_from_results(tiny_run, tmp_path):
     assert "not measured" in text  # deviations without an ablation say so
 
 
+def test_iwelbo_particles_reproduces_the_transfers_i_nll(tiny_run, tmp_path):
+    """docs/scripts/iwelbo_particles.py scores a run's step-3 model as the transfer does: at the
+    transfer's particle count and seed it gives the I-NLL of heldout.json exactly."""
+    out = tmp_path / "particles.tsv"
+    res = subprocess.run([sys.executable, str(REPO / "docs" / "scripts" / "iwelbo_particles.py"), str(tiny_run),
+                          "--particles", "10", "50", "--draws", "1", "--tsv", str(out)],
+                         check=True, capture_output=True, text=True)
+    table = pd.read_csv(out, sep="\t")
+    n_runs = len(list(tiny_run.glob("simulation/*/seed*/*/*/transfer/finetuned.pt")))
+    assert n_runs > 0 and len(table) == 2 * n_runs
+    assert table.loc[table["particles"] == 50, "reproduced"].astype(bool).all()
+    assert table.loc[table["particles"] == 10, "reproduced"].isna().all()
+    assert f"reproduced exactly by draw 0: {n_runs} of {n_runs} runs" in res.stdout
+
+
 def test_a_setting_without_transfer_is_evaluated_and_drawn_without_i_nll(tmp_path):
     """``transfer: false`` on a simulation setting (the paper's p sweep): its runs get no
     transfer job, their metrics an I-NLL of NaN, and the summary and figures are still drawn
