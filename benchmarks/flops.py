@@ -34,12 +34,15 @@ from sparseshift.model import ModelConfig, SparseShiftVAE  # noqa: E402
 from machine import machine_line  # noqa: E402
 
 
-def paper_model(method: str) -> SparseShiftVAE:
+def paper_config(method: str) -> ModelConfig:
     """The paper simulation's model of ``method`` (100 genes, p = 15, 100 perturbations)."""
-    cfg = ModelConfig(method=method, n_genes=100, n_latent=15, n_perturbations=100,
-                      hyperparameters={"alpha": 100.0, "beta": 8.0, "lambda": 1.0})
+    return ModelConfig(method=method, n_genes=100, n_latent=15, n_perturbations=100,
+                       hyperparameters={"alpha": 100.0, "beta": 8.0, "lambda": 1.0})
+
+
+def paper_model(method: str) -> SparseShiftVAE:
     torch.manual_seed(0)
-    return SparseShiftVAE(cfg)
+    return SparseShiftVAE(paper_config(method))
 
 
 def step_flops(method: str, batch: int) -> int:

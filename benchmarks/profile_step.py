@@ -23,12 +23,12 @@ sys.path.insert(0, str(ROOT / "workflow" / "scripts"))  # this checkout's sparse
 
 from sparseshift.batched import ModelStack  # noqa: E402
 from sparseshift.methods import METHODS  # noqa: E402
-from sparseshift.model import ModelConfig  # noqa: E402
 from sparseshift.runs import new_run  # noqa: E402
 from sparseshift.simulate import SimulationConfig, simulate  # noqa: E402
 from sparseshift.train import TrainConfig  # noqa: E402
 
-from machine import machine_line  # noqa: E402  # benchmarks/machine.py, next to this script
+from flops import paper_config  # noqa: E402  # benchmarks/flops.py, next to this script
+from machine import machine_line  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -42,9 +42,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     adata = simulate(SimulationConfig(seed=0))
-    cfg = ModelConfig(method=args.method, n_genes=adata.n_vars, n_latent=adata.uns["simulation"]["n_latent"],
-                      n_perturbations=len(adata.uns["perturbations"]),
-                      hyperparameters={"beta": 1.0, "alpha": 100.0, "lambda": 1.0})
+    cfg = paper_config(args.method)  # 100 genes, p = 15, 100 perturbations: the simulation's defaults
     runs = [new_run(adata, cfg, TrainConfig(seed=s), device) for s in range(args.models)]
     stack = ModelStack([model for _, model in runs]).optimise(1e-3)
     stack.train()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import subprocess
 import sys
@@ -29,7 +30,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
-from sparseshift.methods import METHODS as ALL_METHODS  # noqa: E402
+from sparseshift.methods import METHODS as ALL_METHODS, REGISTRY  # noqa: E402
+from sparseshift.plan import tag  # noqa: E402
 
 OUT = REPO / "results" / "ablations"
 # The methods an ablation trains by default, each at one setting (sVAE+ only: each ablation is
@@ -89,11 +91,14 @@ def ablation_config(name: str, seeds: list[int], methods: list[str] = METHODS) -
     return merge(cfg, overrides)
 
 
+@functools.cache
 def run_tags(name: str) -> dict[str, str]:
-    """The run folder of each method in ablation ``name`` (its one fixed setting)."""
-    fixed = merge(FIXED, ABLATIONS[name][1].get("hyperparameters", {}))
-    return {"vae": "p15", "ivae": "p15", "svae_plus": f"p15_alpha{fixed['alpha'][0]:g}",
-            "beta_vae": f"p15_beta{fixed['beta'][0]:g}", "svae": f"p15_lambda{fixed['lambda'][0]:g}"}
+    """The run folder of each method in ablation ``name`` (its one fixed setting), named as the
+    pipeline names it (``sparseshift.plan.tag``)."""
+    cfg = ablation_config(name, [0], list(ALL_METHODS))
+    n_latent, fixed = cfg["simulations"][0]["n_latent"], cfg["hyperparameters"]
+    return {m.id: tag(n_latent, {m.hyperparameter: fixed[m.hyperparameter][0]} if m.hyperparameter else {})
+            for m in REGISTRY.values()}
 
 
 def run(name: str, seeds: list[int], cores: int, methods: list[str] = METHODS) -> None:

@@ -59,12 +59,15 @@ def main(argv=None) -> None:
                     / "iwelbo_particles.tsv")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = []
+    rows, datasets = [], {}  # (dataset, seed) -> RunData: the methods of a seed share its dataset
     for results in args.results:
         for folder, metrics in runs(results):
             seed = int(metrics["seed"])
             data_path = folder.parents[1] / "data.h5ad"
-            data = RunData(ad.read_h5ad(data_path), 0.1, seed, torch.device("cpu"), str(data_path))
+            if (data_path, seed) not in datasets:
+                datasets[data_path, seed] = RunData(ad.read_h5ad(data_path), 0.1, seed, torch.device("cpu"),
+                                                    str(data_path))
+            data = datasets[data_path, seed]
             transfer = folder / "transfer"
             model = SparseShiftVAE.load(transfer / "finetuned.pt", transfer / "finetuned.json")
             recorded = json.loads((transfer / "heldout.json").read_text())
