@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy.optimize import linear_sum_assignment
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "docs" / "scripts"
 
@@ -18,6 +20,14 @@ def write_table1(monkeypatch):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, "mean_counts", lambda folder: None)  # no datasets here
+    return module
+
+
+@pytest.fixture
+def sign_flips():
+    spec = importlib.util.spec_from_file_location("sign_flips", SCRIPTS / "sign_flips.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     return module
 
 
@@ -63,3 +73,60 @@ def test_a_pipe_inside_a_cell_does_not_split_the_markdown_row(write_table1):
     rows = table.splitlines()
     assert all(row.replace("\\|", "").count("|") == 3 for row in rows)
     assert "F1 \\|r\\| all" in rows[0] and "\\|r\\| train 0.5" in rows[2]
+
+
+def test_the_closed_form_signed_f1_is_the_evaluations_f1(sign_flips):
+    """For random correlations, graphs and sign choices, signed_f1s gives the F1 that
+    metrics.graph_metrics gives for the signed matching of the negated latents."""
+    from sparseshift import metrics
+
+    rng = np.random.default_rng(0)
+    corr = rng.uniform(-1, 1, size=(6, 7))  # one learned latent more than true ones: unmatched
+    g_true = rng.random((20, 6)) < 0.2
+    graph = rng.random((20, 7)) < 0.3
+    patterns = sign_flips.sign_patterns(7, 2**7)
+    assert len(patterns) == 128 and (patterns[0] == 1).all() and len({p.tobytes() for p in patterns}) == 128
+    f1 = sign_flips.signed_f1s(corr, g_true, graph, patterns)
+    for signs, value in zip(patterns[::9], f1[::9]):
+        rows, cols = linear_sum_assignment(corr * signs, maximize=True)
+        assert value == pytest.approx(metrics.graph_metrics(g_true, graph, rows, cols, learned_binary=graph)["graph_f1"])
+    assert f1.std() > 0  # the sign choices do move the signed F1
+
+
+def test_the_sign_choices_of_a_run_do_not_depend_on_its_own_signs(sign_flips):
+    """Latents equal to the true ones up to sign with a perfect graph: the aligned choice scores
+    F1 1 and the run's own (flipped) choice less, and every run that differs only in its
+    latents' signs gets the same scores over all sign choices."""
+    from sparseshift import metrics
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(500, 6))
+    g_true = rng.random((30, 6)) < 0.3
+    own = np.array([1, -1, 1, -1, -1, 1])
+    flipped = z * own + 0.05 * rng.normal(size=z.shape)
+    corr = metrics.correlation_matrix(z, flipped)
+    result = sign_flips.score_run(corr, g_true, g_true, 2**6)
+    assert result["f1_aligned"] == 1.0 and result["f1_signed"] < 1.0 and result["patterns"] == 64
+    unflipped = sign_flips.score_run(metrics.correlation_matrix(z, flipped * own), g_true, g_true, 2**6)
+    assert unflipped["f1_signed"] == 1.0
+    for key in ("sign_mean", "sign_sd", "share_at_paper", "f1_aligned"):
+        assert unflipped[key] == pytest.approx(result[key])
+
+
+def test_the_sign_block_reads_the_selected_runs_only(write_table1):
+    """Table 1's sign block averages the sign-choice scores of the selected settings, per seed,
+    with the sd of the seeds' mean over their independent sign choices."""
+    flips = pd.DataFrame([
+        {"method": "svae_plus", "setting": "p15_alpha100", "seed": 0, "f1_signed": 0.6, "sign_mean": 0.5,
+         "sign_sd": 0.3, "share_at_paper": 0.4, "f1_aligned": 0.9},
+        {"method": "svae_plus", "setting": "p15_alpha80", "seed": 1, "f1_signed": 0.4, "sign_mean": 0.3,
+         "sign_sd": 0.4, "share_at_paper": 0.2, "f1_aligned": 0.7},
+        {"method": "svae_plus", "setting": "p15_alpha100", "seed": 1, "f1_signed": 0.0, "sign_mean": 0.0,
+         "sign_sd": 9.0, "share_at_paper": 0.0, "f1_aligned": 0.0},  # not selected
+    ])
+    selected = pd.DataFrame({"method": ["svae_plus", "svae_plus"], "run": ["p15_alpha100", "p15_alpha80"],
+                             "seed": [0, 1]})
+    row = write_table1.sign_block(flips, selected).iloc[0]
+    assert row["seeds"] == 2 and row["F1 signed (the runs')"] == "0.500"
+    assert row["F1 signed, mean over sign choices"] == "0.400 ± 0.250"  # sqrt(0.3² + 0.4²) / 2
+    assert row["share of a run's sign choices ≥ 0.51"] == "0.30"

@@ -186,6 +186,26 @@ def checks(selected: pd.DataFrame) -> list[str]:
     return out
 
 
+def sign_block(flips: pd.DataFrame, selected: pd.DataFrame) -> pd.DataFrame:
+    """Per method, the selected runs' signed F1 beside its expectation over the learned latents'
+    equally likely sign choices (``docs/scripts/sign_flips.py``). The ± of that expectation is
+    the sd of the seeds' mean over their independent sign choices, sqrt(sum of sd²) / seeds."""
+    keys = ["method", "setting", "seed"]
+    got = flips.merge(selected.rename(columns={"run": "setting"})[keys], on=keys)
+    rows = []
+    for method in [m for m in ORDER if m in set(got["method"])]:
+        g = got[got["method"] == method]
+        rows.append({
+            "model": DISPLAY[method], "seeds": len(g), "F1 signed (the runs')": f"{g['f1_signed'].mean():.3f}",
+            "F1 signed, mean over sign choices": f"{g['sign_mean'].mean():.3f} ± "
+                                                 f"{np.sqrt((g['sign_sd'] ** 2).sum()) / len(g):.3f}",
+            "one run's sd over sign choices": f"{g['sign_sd'].mean():.3f}",
+            "share of a run's sign choices ≥ 0.51": f"{g['share_at_paper'].mean():.2f}",
+            "F1 \\|r\\| all": f"{g['f1_aligned'].mean():.3f}",
+        })
+    return pd.DataFrame(rows)
+
+
 def particle_effect(particles: pd.DataFrame) -> str:
     """The I-NLL of the same step-3 models from the most particles to the fewest
     (``docs/scripts/iwelbo_particles.py``), per method, with the spread between particle draws."""
@@ -321,6 +341,9 @@ def main(argv=None) -> None:
     ap.add_argument("--ablations", type=Path, default=REPO / "results" / "ablations" / "ablations.tsv")
     ap.add_argument("--particles", type=Path, default=REPO / "results" / "ablations" / "iwelbo_particles.tsv",
                     help="the I-NLL against the particle count (docs/scripts/iwelbo_particles.py)")
+    ap.add_argument("--sign-flips", type=Path,
+                    help="the signed F1 over the latents' sign choices (docs/scripts/sign_flips.py; "
+                         "default: PAPER/simulation/sign_flips.tsv)")
     ap.add_argument("--simulation", default="paper", help="the paper configuration's Table 1 setting")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "table1.md")
     args = ap.parse_args(argv)
@@ -335,6 +358,8 @@ def main(argv=None) -> None:
     commit, same = provenance(summary)
     ablations = pd.read_csv(args.ablations, sep="\t") if args.ablations.exists() else None
     particles = pd.read_csv(args.particles, sep="\t") if args.particles.exists() else None
+    flips_path = args.sign_flips or args.paper / "simulation" / "sign_flips.tsv"
+    flips = pd.read_csv(flips_path, sep="\t") if flips_path.exists() else None
 
     lines = [
         "# Table 1, regenerated",
@@ -368,6 +393,20 @@ def main(argv=None) -> None:
         "### Checks",
         "",
         *checks(selected),
+        "",
+        "### The signed F1 and the latents' signs",
+        "",
+        "Negating a learned latent (its encoder mean, the decoder's weights on it and the shifts μ_a on it) "
+        "gives a model of exactly the same ELBO, and training from the mirrored initialisation and noise (as likely: every "
+        "initial distribution is symmetric) reaches it step for step; so each latent's sign is an arbitrary "
+        "outcome of the initialisation, either way equally likely. The |r| metrics ignore it; the "
+        "signed F1 does not: one run's signed F1 is one draw over its 2^p sign choices. "
+        f"`python docs/scripts/sign_flips.py {args.paper.relative_to(REPO) if args.paper.is_relative_to(REPO) else args.paper}` "
+        "scores every sign choice of every selected run's latents (the run's own choice reproduces its "
+        "`graph_f1_signed`): the mean over them is the signed F1 that the method's training gives in expectation.",
+        "",
+        md_table(sign_block(flips, selected)) if flips is not None else
+        f"(not computed: no `{flips_path.name}`; run `docs/scripts/sign_flips.py` on these results)",
         "",
         "## Every setting, mean ± sd over seeds",
         "",
