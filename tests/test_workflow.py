@@ -470,3 +470,26 @@ def test_a_setting_without_transfer_is_evaluated_and_drawn_without_i_nll(tmp_pat
     assert np.isfinite(summary.loc["tinyp3", "mcc_pearson"])
     assert not (tmp_path / "results/simulation/tinyp3/seed0/svae_plus/p3_alpha10/transfer").exists()
     assert (tmp_path / "results/simulation/figures/inll.png").exists()
+
+
+def test_the_interim_scores_and_the_sign_choices_reproduce_the_evaluation(tiny_run, tmp_path):
+    """docs/scripts/interim_metrics.py scores the trained runs as the evaluation does and picks
+    the settings the summarize rule picks; docs/scripts/sign_flips.py reproduces each run's
+    signed and |r|-matched graph F1 from its own sign choice and the |r| matching's."""
+    interim = tmp_path / "interim.tsv"
+    subprocess.run([sys.executable, str(REPO / "docs" / "scripts" / "interim_metrics.py"), str(tiny_run),
+                    "--simulation", "tiny", "--tsv", str(interim)], check=True, capture_output=True, text=True)
+    got = pd.read_csv(interim, sep="\t").set_index(["method", "run", "seed"]).sort_index()
+    summary = pd.read_csv(tiny_run / "simulation" / "summary.tsv", sep="\t")
+    want = summary.set_index(["method", "run", "seed"]).sort_index()
+    assert list(got.index) == list(want.index) and got["evaluated"].all()
+    for col in ("mcc_pearson", "r2", "graph_f1_all", "graph_f1_signed", "mask_density", "udr"):
+        np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float), err_msg=col)
+    assert (got["selected"] == want["selected"].astype(bool)).all()
+    flips = tmp_path / "flips.tsv"
+    res = subprocess.run([sys.executable, str(REPO / "docs" / "scripts" / "sign_flips.py"), str(tiny_run),
+                          "--simulation", "tiny", "--tsv", str(flips)], check=True, capture_output=True, text=True)
+    table = pd.read_csv(flips, sep="\t")
+    graphs = summary["graph_f1_signed"].notna().sum()
+    assert len(table) == graphs > 0 and table["reproduced"].all() and (table["patterns"] == 2**4).all()
+    assert f"reproduced from metrics.json: {graphs} of {graphs} runs" in res.stdout
