@@ -7,7 +7,8 @@ A run's ``metrics.json`` waits for its transfer protocol (the held-out I-NLL), w
 comes hours after its training. This scores every trained run of simulation ``--simulation``
 under RESULTS (``model.pt`` and ``latents.npz`` written) with the evaluation's own functions
 (``runs.evaluate_run``: MCC, R², the three graph conventions; ``runs.udr_score`` over the run's
-replicates), then chooses per seed and method among the settings trained so far with the
+replicates; the number of informative latents, posterior-mean variance above ``--min-variance``,
+as UDR counts them), then chooses per seed and method among the settings trained so far with the
 summarize rule's ``summary.select`` (highest UDR). It prints the mean per setting and the
 selected runs per method, and writes one row per run. Nothing here is the pipeline's output:
 Table 1 comes from ``docs/scripts/write_table1.py`` once the workflow has finished, and a
@@ -26,12 +27,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workflow" / "scripts"))
 from sparseshift.data import load_latents  # noqa: E402
 from sparseshift.io import read_dataset  # noqa: E402
+from sparseshift.metrics import informative_latents  # noqa: E402
 from sparseshift.methods import DISPLAY_NAMES  # noqa: E402
 from sparseshift.model import SparseShiftVAE  # noqa: E402
 from sparseshift.runs import evaluate_run, udr_score  # noqa: E402
 from sparseshift.summary import select  # noqa: E402
 
-COLUMNS = ["mcc_pearson", "r2", "graph_f1_all", "graph_f1_signed", "mask_density", "udr"]
+COLUMNS = ["mcc_pearson", "r2", "graph_f1_all", "graph_f1_signed", "mask_density", "udr", "informative"]
 
 
 def score(results: Path, simulation: str, min_variance: float) -> pd.DataFrame:
@@ -50,6 +52,7 @@ def score(results: Path, simulation: str, min_variance: float) -> pd.DataFrame:
                "evaluated": (run / "metrics.json").exists()}
         row.update(evaluate_run(datasets[seed_dir], model, latents))
         row.update(udr_score(latents, sorted(run.glob("replicate*/latents.npz")), min_variance))
+        row["informative"] = int(informative_latents(latents, min_variance).sum())  # UDR's active latents
         rows.append(row)
     return pd.DataFrame(rows)
 
