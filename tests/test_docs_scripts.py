@@ -37,7 +37,7 @@ def effect(table: pd.DataFrame, choice: str) -> str:
 
 def runs(ablation, method, run, seeds, mcc, inll):
     return [{"ablation": ablation, "method": method, "run": run, "seed": s, "mcc_pearson": mcc,
-             "graph_f1_signed": 0.4, "graph_f1_all": 0.7, "inll": inll} for s in seeds]
+             "r2": 0.8, "graph_f1_signed": 0.4, "graph_f1_all": 0.7, "inll": inll} for s in seeds]
 
 
 def test_the_released_ivae_is_the_svae_at_lambda_0_against_the_baseline_ivae(write_table1):
@@ -52,6 +52,16 @@ def test_the_released_ivae_is_the_svae_at_lambda_0_against_the_baseline_ivae(wri
     text = effect(write_table1.deviations(ablations, None, None), "iVAE prior")
     assert text == "iVAE: MCC 0.500 → 0.600, I-NLL 350.00 → 351.00 (2 seeds)"
     assert "sVAE" not in text
+
+
+def test_a_beta_vae_ablation_reports_its_r2(write_table1):
+    """β-VAE's ablation rows say how much of the truth its latents keep (R²) beside MCC and I-NLL."""
+    changed = runs("text_emission", "beta_vae", "p15_beta8", [0, 1], 0.5, 500.0)
+    for row in changed:
+        row["r2"] = 0.9
+    ablations = pd.DataFrame(runs("baseline", "beta_vae", "p15_beta8", [0, 1, 2], 0.3, 430.0) + changed)
+    text = effect(write_table1.deviations(ablations, None, None), "emission of the simulation")
+    assert text.startswith("β-VAE: MCC 0.300 → 0.500, R² 0.80 → 0.90, I-NLL 430.00 → 500.00 (2 seeds)")
 
 
 def test_the_particle_row_reads_the_same_models_at_both_counts(write_table1):
