@@ -119,7 +119,7 @@ def main(argv=None) -> None:
                 datasets[data_path] = ad.read_h5ad(data_path)
             model = SparseShiftVAE.load(folder / "model.pt", folder / "model.json")
             inputs = run_inputs(datasets[data_path], model, load_latents(folder / "latents.npz"))
-            row = {"run": str(folder), "method": recorded["method"], "setting": folder.name,
+            row = {"results": str(results), "run": str(folder), "method": recorded["method"], "setting": folder.name,
                    "seed": recorded["seed"], **score_run(*inputs, args.max_patterns)}
             row["reproduced"] = (np.isclose(row["f1_signed"], recorded["graph_f1_signed"])
                                  and np.isclose(row["f1_aligned"], recorded["graph_f1_all"]))
@@ -133,14 +133,15 @@ def main(argv=None) -> None:
     df.to_csv(tsv, sep="\t", index=False)
     print(f"\nwrote {tsv}; run's own F1 and |r|-matching F1 reproduced from metrics.json: "
           f"{int(df['reproduced'].sum())} of {len(df)} runs")
-    means = df.groupby(["method", "setting"])[["f1_signed", "sign_mean", "sign_sd", "share_at_paper", "f1_aligned"]]
-    print("\n| model | setting | runs | F1 signed (the runs') | mean over sign choices | sd over sign choices "
-          f"| share ≥ {PAPER_F1} | F1 \\|r\\| all |")
-    print("|---|---|---|---|---|---|---|---|")
-    for (method, setting), g in means:
+    means = df.groupby(["results", "method", "setting"], sort=False)[
+        ["f1_signed", "sign_mean", "sign_sd", "share_at_paper", "f1_aligned"]]
+    print("\n| results | model | setting | runs | F1 signed (the runs') | mean over sign choices "
+          f"| sd over one run's sign choices | share ≥ {PAPER_F1} | F1 \\|r\\| all |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (results, method, setting), g in means:
         m = g.mean()
-        print(f"| {DISPLAY_NAMES[method]} | {setting} | {len(g)} | {m['f1_signed']:.3f} | {m['sign_mean']:.3f} | "
-              f"{m['sign_sd']:.3f} | {m['share_at_paper']:.2f} | {m['f1_aligned']:.3f} |")
+        print(f"| {results} | {DISPLAY_NAMES[method]} | {setting} | {len(g)} | {m['f1_signed']:.3f} | "
+              f"{m['sign_mean']:.3f} | {m['sign_sd']:.3f} | {m['share_at_paper']:.2f} | {m['f1_aligned']:.3f} |")
 
 
 if __name__ == "__main__":
