@@ -33,7 +33,14 @@ from sparseshift.model import SparseShiftVAE  # noqa: E402
 from sparseshift.runs import evaluate_run, udr_score  # noqa: E402
 from sparseshift.summary import select  # noqa: E402
 
-COLUMNS = ["mcc_pearson", "r2", "graph_f1_all", "graph_f1_signed", "mask_density", "udr", "informative"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from write_table1 import md_table, mean_sd  # noqa: E402
+
+# column title -> (column, decimals)
+TITLES = {"Pearson MCC": ("mcc_pearson", 3), "R²": ("r2", 3), "F1 \\|r\\| all": ("graph_f1_all", 3),
+          "F1 signed": ("graph_f1_signed", 3), "mask density": ("mask_density", 3), "UDR": ("udr", 3),
+          "informative latents": ("informative", 1)}
+COLUMNS = [col for col, _ in TITLES.values()]
 
 
 def score(results: Path, simulation: str, min_variance: float) -> pd.DataFrame:
@@ -73,19 +80,25 @@ def main(argv=None) -> None:
     df = df.merge(chosen[["seed", "method", "run", "selected"]], on=["seed", "method", "run"])
     tsv = args.tsv or args.results / "simulation" / "interim_metrics.tsv"
     df.to_csv(tsv, sep="\t", index=False)
-    pd.set_option("display.width", 200)
     print(f"{len(df)} trained runs of simulation {args.simulation} ({int(df['evaluated'].sum())} evaluated by the "
-          f"workflow); wrote {tsv}\n\nmean per setting:")
-    print(df.groupby(["method", "run"])[COLUMNS].mean().assign(seeds=df.groupby(["method", "run"]).size())
-          .round(3).to_string())
-    picked = df[df["selected"]]
-    print("\nselected per seed (highest UDR among the settings trained so far), mean over seeds:")
-    summary = picked.groupby("method")[COLUMNS].mean().round(3)
-    summary.insert(0, "chosen", picked.groupby("method")["run"].agg(
-        lambda runs: ", ".join(f"{run} ×{n}" for run, n in runs.value_counts().items())))
-    summary.index = summary.index.map(DISPLAY_NAMES)
-    print(summary.to_string())
+          f"workflow); wrote {tsv}\n\nMean ± sd over seeds per setting:\n")
+    print(md_table(block(df, "run")))
+    print("\nSelected per seed (highest UDR among the settings trained so far), mean ± sd over seeds:\n")
+    print(md_table(block(df[df["selected"]], "chosen")))
 
+
+def block(df: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Mean ± sd of COLUMNS per method and setting (``key`` "run") or per method, naming the
+    settings chosen and how often (``key`` "chosen")."""
+    rows = []
+    for method in [m for m in DISPLAY_NAMES if m in set(df["method"])]:
+        runs = df[df["method"] == method]
+        groups = runs.groupby("run", sort=False) if key == "run" else [(None, runs)]
+        for setting, g in groups:
+            label = setting if key == "run" else ", ".join(f"{r} ×{n}" for r, n in g["run"].value_counts().items())
+            rows.append({"model": DISPLAY_NAMES[method], key: label, "seeds": g["seed"].nunique(),
+                         **{title: mean_sd(g[col], decimals) for title, (col, decimals) in TITLES.items()}})
+    return pd.DataFrame(rows)
 
 if __name__ == "__main__":
     main()
