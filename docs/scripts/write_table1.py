@@ -399,8 +399,8 @@ def main(argv=None) -> None:
         "### The signed F1 and the latents' signs",
         "",
         "Negating a learned latent (its encoder mean, the decoder's weights on it and the shifts μ_a on it) "
-        "gives a model of exactly the same ELBO, and training from the mirrored initialisation and noise (as likely: every "
-        "initial distribution is symmetric) reaches it step for step; so each latent's sign is an arbitrary "
+        "gives a model of exactly the same ELBO, and training from the mirrored initialisation and noise (as likely: "
+        "every initial and noise distribution is symmetric) reaches it step for step; so each latent's sign is an arbitrary "
         "outcome of the initialisation, either way equally likely. The |r| metrics ignore it; the "
         "signed F1 does not: one run's signed F1 is one draw over its 2^p sign choices. "
         f"`python docs/scripts/sign_flips.py {args.paper.relative_to(REPO) if args.paper.is_relative_to(REPO) else args.paper}` "
