@@ -13,22 +13,25 @@ from scipy.optimize import linear_sum_assignment
 SCRIPTS = Path(__file__).resolve().parents[1] / "docs" / "scripts"
 
 
+def load(name: str):
+    """A script of docs/scripts as a module."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def write_table1(monkeypatch):
     monkeypatch.syspath_prepend(str(SCRIPTS))  # its sibling module ablations.py
-    spec = importlib.util.spec_from_file_location("write_table1", SCRIPTS / "write_table1.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load("write_table1")
     monkeypatch.setattr(module, "mean_counts", lambda folder: None)  # no datasets here
     return module
 
 
 @pytest.fixture
 def sign_flips():
-    spec = importlib.util.spec_from_file_location("sign_flips", SCRIPTS / "sign_flips.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("sign_flips")
 
 
 def effect(table: pd.DataFrame, choice: str) -> str:

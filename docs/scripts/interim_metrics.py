@@ -28,13 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workflow" / "scrip
 from sparseshift.data import load_latents  # noqa: E402
 from sparseshift.io import read_dataset  # noqa: E402
 from sparseshift.metrics import informative_latents  # noqa: E402
-from sparseshift.methods import DISPLAY_NAMES  # noqa: E402
 from sparseshift.model import SparseShiftVAE  # noqa: E402
 from sparseshift.runs import evaluate_run, udr_score  # noqa: E402
 from sparseshift.summary import select  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from write_table1 import md_table, mean_sd  # noqa: E402
+from write_table1 import block, md_table, method_rows  # noqa: E402
 
 # column title -> (column, decimals)
 TITLES = {"Pearson MCC": ("mcc_pearson", 3), "R²": ("r2", 3), "F1 \\|r\\| all": ("graph_f1_all", 3),
@@ -82,23 +81,11 @@ def main(argv=None) -> None:
     df.to_csv(tsv, sep="\t", index=False)
     print(f"{len(df)} trained runs of simulation {args.simulation} ({int(df['evaluated'].sum())} evaluated by the "
           f"workflow); wrote {tsv}\n\nMean ± sd over seeds per setting:\n")
-    print(md_table(block(df, "run")))
+    df = method_rows(df)
+    print(md_table(block(df, ["method", "run"], columns=TITLES)))
     print("\nSelected per seed (highest UDR among the settings trained so far), mean ± sd over seeds:\n")
-    print(md_table(block(df[df["selected"]], "chosen")))
+    print(md_table(block(df[df["selected"]], ["method"], columns=TITLES)))
 
-
-def block(df: pd.DataFrame, key: str) -> pd.DataFrame:
-    """Mean ± sd of COLUMNS per method and setting (``key`` "run") or per method, naming the
-    settings chosen and how often (``key`` "chosen")."""
-    rows = []
-    for method in [m for m in DISPLAY_NAMES if m in set(df["method"])]:
-        runs = df[df["method"] == method]
-        groups = runs.groupby("run", sort=False) if key == "run" else [(None, runs)]
-        for setting, g in groups:
-            label = setting if key == "run" else ", ".join(f"{r} ×{n}" for r, n in g["run"].value_counts().items())
-            rows.append({"model": DISPLAY_NAMES[method], key: label, "seeds": g["seed"].nunique(),
-                         **{title: mean_sd(g[col], decimals) for title, (col, decimals) in TITLES.items()}})
-    return pd.DataFrame(rows)
 
 if __name__ == "__main__":
     main()

@@ -127,8 +127,10 @@ def method_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(_order=df["method"].map(ORDER.index)).sort_values(["_order", "run"]).drop(columns="_order")
 
 
-def block(summary: pd.DataFrame, keys: list[str], paper: dict | None = None) -> pd.DataFrame:
-    """Mean ± sd over seeds of COLUMNS per ``keys`` (method and run, or method)."""
+def block(summary: pd.DataFrame, keys: list[str], paper: dict | None = None,
+          columns: dict[str, tuple[str, int]] = COLUMNS) -> pd.DataFrame:
+    """Mean ± sd over seeds of ``columns`` (title -> column, decimals) per ``keys`` (method and
+    run, or method)."""
     rows = []
     for key, group in summary.groupby(keys, sort=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -138,7 +140,7 @@ def block(summary: pd.DataFrame, keys: list[str], paper: dict | None = None) -> 
         else:
             row["chosen"] = ", ".join(f"{r.split('_', 1)[-1]} ×{n}" for r, n in group["run"].value_counts(sort=False).items())
         row["seeds"] = group["seed"].nunique()
-        row.update({title: mean_sd(group[col], d) for title, (col, d) in COLUMNS.items()})
+        row.update({title: mean_sd(group[col], d) for title, (col, d) in columns.items()})
         rows.append(row)
         if paper and DISPLAY[key[0]] in paper:
             ref = paper[DISPLAY[key[0]]]
