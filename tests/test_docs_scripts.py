@@ -143,3 +143,26 @@ def test_the_sign_block_reads_the_selected_runs_only(write_table1):
     assert row["seeds"] == 2 and row["F1 signed (the runs')"] == "0.500"
     assert row["F1 signed, mean over sign choices"] == "0.400 ± 0.250"  # sqrt(0.3² + 0.4²) / 2
     assert row["share of a run's sign choices ≥ 0.51"] == "0.30"
+
+
+def test_compare_weights_finds_one_changed_weight_latent_or_history_row(tmp_path, capsys):
+    """compare_weights.py: the same run saved twice is identical; one changed weight, latent or
+    loss (timings aside) is reported and makes it exit 1."""
+    import torch
+
+    compare = load("compare_weights")
+
+    def save(root, weight=0.0, latent=0.0, loss=1.0, seconds=0.1):
+        run = root / "simulation" / "s" / "seed0" / "vae" / "p3"
+        run.mkdir(parents=True)
+        torch.save({"state_dict": {"w": torch.tensor([1.0, 2.0 + weight])}, "config": {}}, run / "model.pt")
+        np.savez(run / "latents.npz", z=np.array([[0.5, latent]]))
+        pd.DataFrame({"epoch": [1], "loss": [loss], "train_seconds": [seconds]}).to_csv(run / "history.tsv", sep="\t", index=False)
+
+    save(tmp_path / "before")
+    save(tmp_path / "same", seconds=9.0)  # only a timing differs
+    assert compare.main([str(tmp_path / "before"), str(tmp_path / "same")]) == 0
+    for name, change in {"weights": {"weight": 1e-6}, "latents": {"latent": 1e-9}, "history": {"loss": 1.5}}.items():
+        save(tmp_path / name, **change)
+        assert compare.main([str(tmp_path / "before"), str(tmp_path / name)]) == 1
+        assert f"DIFFERS: {name}" in capsys.readouterr().out
