@@ -155,8 +155,8 @@ def test_compare_weights_finds_one_changed_weight_latent_or_history_row(tmp_path
     def save(root, weight=0.0, latent=0.0, loss=1.0, seconds=0.1):
         run = root / "simulation" / "s" / "seed0" / "vae" / "p3"
         run.mkdir(parents=True)
-        torch.save({"state_dict": {"w": torch.tensor([1.0, 2.0 + weight])}, "config": {}}, run / "model.pt")
-        np.savez(run / "latents.npz", z=np.array([[0.5, latent]]))
+        torch.save({"w": torch.tensor([1.0, 2.0 + weight])}, run / "model.pt")
+        np.savez(run / "latents.npz", z_mean=np.array([[0.5, latent]]))
         pd.DataFrame({"epoch": [1], "loss": [loss], "train_seconds": [seconds]}).to_csv(run / "history.tsv", sep="\t", index=False)
 
     save(tmp_path / "before")

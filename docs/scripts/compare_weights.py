@@ -3,7 +3,7 @@
     python docs/scripts/compare_weights.py results_before results_after
 
 Every run under AFTER (a folder with a ``model.pt``) is compared with the run at the same place
-under BEFORE: every tensor of the weights (``torch.equal``), every numeric array of
+under BEFORE: every tensor of the weights (``torch.equal``), the posterior means of
 ``latents.npz`` (``numpy.array_equal``) and the training history but its timing columns. Prints
 one line per run; exits 1 when anything differs or a run is missing from BEFORE. Used to show
 that a change of code leaves the CPU path exactly as it was (AFTER may hold a few runs re-trained
@@ -18,26 +18,24 @@ import numpy as np
 import pandas as pd
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workflow" / "scripts"))
+from sparseshift.data import load_latents  # noqa: E402
 
-def tensors(path: Path) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    state = state.get("state_dict", state)
-    return {k: v for k, v in state.items() if torch.is_tensor(v)}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_metrics import volatile  # noqa: E402  # timings: expected to differ
 
 
 def compare(before: Path, after: Path) -> list[str]:
     """What differs between two runs' folders (empty: nothing)."""
     problems = []
-    a, b = tensors(before / "model.pt"), tensors(after / "model.pt")
+    a, b = (torch.load(run / "model.pt", map_location="cpu", weights_only=True) for run in (before, after))
     if a.keys() != b.keys():
         problems.append(f"weights: other tensors ({sorted(a.keys() ^ b.keys())})")
     problems += [f"weights: {k}" for k in sorted(a.keys() & b.keys()) if not torch.equal(a[k], b[k])]
-    if (before / "latents.npz").exists() or (after / "latents.npz").exists():
-        la, lb = np.load(before / "latents.npz", allow_pickle=True), np.load(after / "latents.npz", allow_pickle=True)
-        problems += [f"latents: {k}" for k in la.files
-                     if la[k].dtype != object and not (k in lb.files and np.array_equal(la[k], lb[k]))]
+    if not np.array_equal(load_latents(before / "latents.npz"), load_latents(after / "latents.npz")):
+        problems.append("latents")
     ha, hb = (pd.read_csv(run / "history.tsv", sep="\t") for run in (before, after))
-    columns = [c for c in ha.columns if "seconds" not in c]
+    columns = [c for c in ha.columns if not volatile(c)]
     if list(hb.columns) != list(ha.columns) or not ha[columns].equals(hb[columns]):
         problems.append("history")
     return problems
