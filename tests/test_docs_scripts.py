@@ -67,6 +67,39 @@ def test_a_beta_vae_ablation_reports_its_r2(write_table1):
     assert text.startswith("β-VAE: MCC 0.300 → 0.500, R² 0.80 → 0.90, I-NLL 430.00 → 500.00 (2 seeds)")
 
 
+def test_the_ablation_table_puts_methods_side_by_side_on_the_seeds_all_of_them_finished(monkeypatch, tmp_path):
+    """`ablations.py table`: a row averages over the seeds every method of that row finished, a
+    method the ablation did not run is "–", and the informative latents are counted from the
+    runs' posterior means."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    ablations = load("ablations")
+    monkeypatch.setattr(ablations, "OUT", tmp_path)
+    df = pd.DataFrame(
+        runs("baseline", "beta_vae", "p15_beta8", [0, 1, 2], 0.3, 430.0)
+        + runs("baseline", "vae", "p15", [0, 1], 0.5, 350.0)
+        + runs("beta2", "beta_vae", "p15_beta2", [0, 1], 0.4, 400.0)
+        + runs("beta2", "beta_vae", "p15_beta8", [0, 1], 0.9, 999.0)  # not beta2's setting: left out
+    ).assign(elbo_val=-1.0)
+    df.loc[(df["ablation"] == "baseline") & (df["method"] == "beta_vae") & (df["seed"] == 2), "mcc_pearson"] = 0.9
+    rng = np.random.default_rng(0)
+    for seed, active in [(0, 3), (1, 5)]:
+        folder = tmp_path / "baseline" / "simulation" / "paper" / f"seed{seed}" / "beta_vae" / "p15_beta8"
+        folder.mkdir(parents=True)
+        z = np.concatenate([rng.normal(size=(200, active)), 1e-3 * rng.normal(size=(200, 15 - active))], axis=1)
+        np.savez(folder / "latents.npz", z_mean=z)
+    lines = ablations.table(df, ["baseline", "beta2"], ["vae", "beta_vae"]).splitlines()
+    header, *cells = [line.strip("| ").split(" | ") for line in lines[:1] + lines[2:]]
+    assert [c[0] for c in cells] == ["baseline", "beta2"]
+    base, beta2 = (dict(zip(header, c)) for c in cells)
+    assert base["seeds"] == "0, 1"  # the VAE has no seed 2: the β-VAE's 0.9 there is left out
+    assert base["MCC vae / beta_vae"] == "0.500 / 0.300"
+    assert base["informative latents vae / beta_vae"] == "– / 4.0"
+    assert base["I-NLL beta_vae − vae per seed"] == "+80.00 / +80.00"
+    assert beta2["MCC vae / beta_vae"] == "– / 0.400"
+    assert beta2["I-NLL vae / beta_vae"] == "– / 400.00"
+    assert beta2["I-NLL beta_vae − vae per seed"] == "–"
+
+
 def test_the_particle_row_reads_the_same_models_at_both_counts(write_table1):
     particles = pd.DataFrame([
         {"run": "a", "method": "svae_plus", "particles": 5000, "inll": 349.0, "draw_spread": 0.1, "draws": "x / y"},

@@ -3,7 +3,7 @@
 Usage:
     python docs/scripts/ablations.py run NAME [NAME ...] [--seeds 0 1 2] [--cores 2] [--methods svae_plus ivae]
     python docs/scripts/ablations.py collect        # -> results/ablations/ablations.tsv
-    python docs/scripts/ablations.py table baseline scvi_layers --methods ivae svae_plus
+    python docs/scripts/ablations.py table baseline scvi_layers --methods ivae svae_plus   # any methods side by side
     python docs/scripts/ablations.py list
 
 Each ablation is the Table 1 setting of ``config/paper.yaml`` (the ``paper`` simulation,
@@ -25,12 +25,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
+from sparseshift.data import load_latents  # noqa: E402
 from sparseshift.methods import METHODS as ALL_METHODS, REGISTRY  # noqa: E402
+from sparseshift.metrics import informative_latents  # noqa: E402
 from sparseshift.plan import tag  # noqa: E402
 
 OUT = REPO / "results" / "ablations"
@@ -62,6 +65,10 @@ ABLATIONS = {
                          {"simulation": {"target_sampling": "with_replacement"}}),
     "released_ivae": ("iVAE as released: the sVAE module with lambda = 0, an unpenalised Gumbel-sigmoid "
                       "mask (run with --methods svae)", {"hyperparameters": {"lambda": [0.0]}}),
+    # Not deviations: beta below the paper's grid {8, 10, 30}, to place the paper's beta-VAE
+    # (R^2 as high as the VAE's, I-NLL far worse) against what this model gives at each beta.
+    "beta2": ("beta-VAE at beta = 2 (run with --methods beta_vae)", {"hyperparameters": {"beta": [2.0]}}),
+    "beta4": ("beta-VAE at beta = 4 (run with --methods beta_vae)", {"hyperparameters": {"beta": [4.0]}}),
 }
 # Ablations whose runs of one method stand for another method of the baseline: the released
 # iVAE is this pipeline's sVAE at lambda = 0, compared with the baseline's iVAE.
@@ -137,32 +144,54 @@ def at_fixed_settings(df: pd.DataFrame) -> pd.DataFrame:
     return keep.assign(method=[STANDS_FOR.get(a, {}).get(m, m) for a, m in zip(keep["ablation"], keep["method"])])
 
 
+def informative(df: pd.DataFrame, min_variance: float = 0.01) -> pd.Series:
+    """Per run of ``collect``'s table, how many of its latents carry information: posterior-mean
+    variance above ``min_variance`` (UDR's active latents, config key ``selection.min_variance``)."""
+    counts = []
+    for name, seed, method, run_name in zip(df["ablation"], df["seed"], df["method"], df["run"]):
+        path = OUT / name / "simulation" / "paper" / f"seed{seed}" / method / run_name / "latents.npz"
+        counts.append(int(informative_latents(load_latents(path), min_variance).sum()) if path.exists() else np.nan)
+    return pd.Series(counts, index=df.index, dtype=float)
+
+
 def table(df: pd.DataFrame, names: list[str], methods: list[str]) -> str:
-    """Two methods side by side per ablation (markdown): mean Pearson MCC, I-NLL and validation
-    ELBO over the seeds both finished, and the I-NLL difference (second − first) per seed. An
-    ablation that changes one method only (``STANDS_FOR``) takes the other from the baseline."""
-    first, second = methods
-    lines = [f"| ablation | seeds | MCC {first} / {second} | I-NLL {first} / {second} | "
-             f"validation ELBO {first} / {second} | I-NLL {second} − {first} per seed |",
-             "|---|---|---|---|---|---|"]
-    df = at_fixed_settings(df)
+    """The methods side by side per ablation (markdown): mean Pearson MCC, R², informative latents,
+    I-NLL and validation ELBO over the seeds every method of the row finished; with two methods,
+    the I-NLL difference (second − first) per seed. A method that an ablation did not run is
+    missing from its row ("–"), except where the ablation stands for it (``STANDS_FOR``): then
+    the methods it leaves unchanged come from the baseline."""
+    values = {"MCC": ("mcc_pearson", ".3f"), "R²": ("r2", ".2f"), "informative latents": ("informative", ".1f"),
+              "I-NLL": ("inll", ".2f"), "validation ELBO": ("elbo_val", ".2f")}
+    names_of = " / ".join(methods)
+    header = ["ablation", "seeds", *(f"{title} {names_of}" for title in values)]
+    if len(methods) == 2:
+        header.append(f"I-NLL {methods[1]} − {methods[0]} per seed")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    df = df[df["ablation"].isin([*names, "baseline"])]
+    df = at_fixed_settings(df.assign(informative=informative(df)))
     for name in names:
         runs, label = df[(df["ablation"] == name) & df["method"].isin(methods)], name
         if name in STANDS_FOR:
             changed = set(STANDS_FOR[name].values())
             base = df[(df["ablation"] == "baseline") & df["method"].isin(set(methods) - changed)]
             runs, label = pd.concat([runs, base]), f"{name} ({', '.join(sorted(set(methods) - changed))}: baseline)"
-        wide = runs.pivot_table(index="seed", columns="method", values=["mcc_pearson", "inll", "elbo_val"]).dropna()
-        if wide.empty or ("inll", first) not in wide or ("inll", second) not in wide:
+        wide = runs.pivot_table(index="seed", columns="method", values=[key for key, _ in values.values()],
+                                dropna=False)
+        wide = wide.dropna(subset=[("inll", m) for m in set(runs["method"])])  # seeds every method finished
+        if wide.empty:
             continue
         mean = wide.mean()
 
-        def pair(key, fmt, mean=mean):
-            return f"{mean[(key, first)]:{fmt}} / {mean[(key, second)]:{fmt}}"
+        def cells(key, fmt, mean=mean):
+            return " / ".join(f"{mean[(key, m)]:{fmt}}" if (key, m) in mean and pd.notna(mean[(key, m)]) else "–"
+                              for m in methods)
 
-        gaps = " / ".join(f"{v:+.2f}" for v in wide[("inll", second)] - wide[("inll", first)])
-        lines.append(f"| {label} | {', '.join(map(str, wide.index))} | {pair('mcc_pearson', '.3f')} | "
-                     f"{pair('inll', '.2f')} | {pair('elbo_val', '.2f')} | {gaps} |")
+        row = [label, ", ".join(map(str, wide.index)), *(cells(key, fmt) for key, fmt in values.values())]
+        if len(methods) == 2:
+            both = all(("inll", m) in wide for m in methods)
+            row.append(" / ".join(f"{v:+.2f}" for v in wide[("inll", methods[1])] - wide[("inll", methods[0])])
+                       if both else "–")
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -177,7 +206,7 @@ def main(argv=None) -> None:
     sub.add_parser("collect")
     t = sub.add_parser("table")
     t.add_argument("names", nargs="+", choices=list(ABLATIONS))
-    t.add_argument("--methods", nargs=2, default=["ivae", "svae_plus"], choices=ALL_METHODS)
+    t.add_argument("--methods", nargs="+", default=["ivae", "svae_plus"], choices=ALL_METHODS)
     sub.add_parser("list")
     args = ap.parse_args(argv)
     if args.command == "run":
