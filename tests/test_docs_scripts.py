@@ -100,6 +100,34 @@ def test_the_ablation_table_puts_methods_side_by_side_on_the_seeds_all_of_them_f
     assert beta2["I-NLL beta_vae − vae per seed"] == "–"
 
 
+def test_the_beta_curve_compares_each_beta_with_the_vae_on_the_same_seeds(write_table1, monkeypatch):
+    """"β-VAE against β": each β's I-NLL above the VAE's on the seeds both have, and the β closest
+    to the paper's R² and to the paper's I-NLL gap, named from the numbers."""
+    monkeypatch.setattr(write_table1, "informative", lambda df: pd.Series(3.0, index=df.index))
+    ablations = pd.DataFrame(
+        runs("baseline", "vae", "p15", [0, 1, 2], 0.5, 350.0)
+        + runs("baseline", "beta_vae", "p15_beta8", [0, 1], 0.3, 410.0)
+        + runs("beta2", "beta_vae", "p15_beta2", [0, 1, 2], 0.55, 352.0)
+        + runs("scvi_layers", "beta_vae", "p15_beta8", [0, 1, 2], 0.1, 999.0)  # another ablation: left out
+    )
+    ablations["beta"] = [1.0] * 3 + [8.0] * 2 + [2.0] * 3 + [8.0] * 3
+    ablations.loc[ablations["seed"] == 2, "inll"] += 30.0  # a harder seed: only a same-seed gap stays constant
+    ablations.loc[ablations["run"] == "p15_beta8", "r2"] = 0.4
+    paper = {"VAE": {"Pearson MCC": "0.46", "R²": "0.82", "I-NLL": "327.10 ± 2.81"},
+             "β-VAE": {"Pearson MCC": "0.48", "R²": "0.83", "I-NLL": "392.68 ± 4.58"}}
+    lines = "\n".join(write_table1.beta_curve(ablations, paper)).splitlines()
+    table = [line.strip("| ").split(" | ") for line in lines if line.startswith("| ")]
+    rows = {(r[0], r[1]): dict(zip(table[0], r)) for r in table[1:]}
+    assert rows[("β-VAE", "8")]["seeds"] == "0, 1"
+    assert rows[("β-VAE", "8")]["I-NLL − VAE"] == "60.00 ± 0.00"
+    assert rows[("β-VAE", "2")]["I-NLL − VAE"] == "2.00 ± 0.00"
+    assert rows[("*β-VAE (paper)*", "one of {8, 10, 30}")]["I-NLL − VAE"] == "65.58"
+    assert lines[-1] == ("Closest to the paper's β-VAE R² (0.83): β = 2 (R² 0.80, I-NLL +2.00 above the VAE). "
+                         "Closest to its I-NLL gap over the VAE (+65.58): β = 8 (I-NLL +60.00, R² 0.40). "
+                         "No β gives both here: the paper's β-VAE R² and I-NLL gap are not those of one β of this model.")
+    assert write_table1.beta_curve(ablations[ablations["method"] != "vae"], paper) == []
+
+
 def test_the_particle_row_reads_the_same_models_at_both_counts(write_table1):
     particles = pd.DataFrame([
         {"run": "a", "method": "svae_plus", "particles": 5000, "inll": 349.0, "draw_spread": 0.1, "draws": "x / y"},
