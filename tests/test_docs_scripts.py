@@ -79,6 +79,7 @@ def test_the_ablation_table_puts_methods_side_by_side_on_the_seeds_all_of_them_f
         + runs("baseline", "vae", "p15", [0, 1], 0.5, 350.0)
         + runs("beta2", "beta_vae", "p15_beta2", [0, 1], 0.4, 400.0)
         + runs("beta2", "beta_vae", "p15_beta8", [0, 1], 0.9, 999.0)  # not beta2's setting: left out
+        + runs("unknown_here", "beta_vae", "p15_beta8", [0], 0.9, 999.0)  # collected by another version
     ).assign(elbo_val=-1.0)
     df.loc[(df["ablation"] == "baseline") & (df["method"] == "beta_vae") & (df["seed"] == 2), "mcc_pearson"] = 0.9
     rng = np.random.default_rng(0)
@@ -87,7 +88,7 @@ def test_the_ablation_table_puts_methods_side_by_side_on_the_seeds_all_of_them_f
         folder.mkdir(parents=True)
         z = np.concatenate([rng.normal(size=(200, active)), 1e-3 * rng.normal(size=(200, 15 - active))], axis=1)
         np.savez(folder / "latents.npz", z_mean=z)
-    lines = ablations.table(df, ["baseline", "beta2"], ["vae", "beta_vae"]).splitlines()
+    lines = ablations.table(df, ["baseline", "beta2", "unknown_here"], ["vae", "beta_vae"]).splitlines()
     header, *cells = [line.strip("| ").split(" | ") for line in lines[:1] + lines[2:]]
     assert [c[0] for c in cells] == ["baseline", "beta2"]
     base, beta2 = (dict(zip(header, c)) for c in cells)

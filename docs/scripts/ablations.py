@@ -138,9 +138,10 @@ def collect() -> pd.DataFrame:
 
 def at_fixed_settings(df: pd.DataFrame) -> pd.DataFrame:
     """The runs of ``collect``'s table at their ablation's fixed setting (``run_tags``), a method
-    that stands for another (``STANDS_FOR``) relabelled as that one."""
+    that stands for another (``STANDS_FOR``) relabelled as that one. Rows of an ablation this
+    version does not list (a table collected by another branch's script) are left out."""
     tags = {name: run_tags(name) for name in ABLATIONS}
-    keep = df[[tags[a][m] == r for a, m, r in zip(df["ablation"], df["method"], df["run"])]]
+    keep = df[[a in tags and tags[a][m] == r for a, m, r in zip(df["ablation"], df["method"], df["run"])]]
     return keep.assign(method=[STANDS_FOR.get(a, {}).get(m, m) for a, m in zip(keep["ablation"], keep["method"])])
 
 
