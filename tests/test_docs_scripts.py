@@ -129,6 +129,21 @@ def test_the_beta_curve_compares_each_beta_with_the_vae_on_the_same_seeds(write_
     assert write_table1.beta_curve(ablations[ablations["method"] != "vae"], paper) == []
 
 
+def test_a_row_whose_methods_ran_on_different_seeds_gives_each_its_count(write_table1):
+    """sVAE+ compared on 5 seeds and β-VAE on 3 in one deviation row: each part names its own count."""
+    ablations = pd.DataFrame(
+        runs("baseline", "svae_plus", "p15_alpha100", range(5), 0.8, 350.0)
+        + runs("cells500", "svae_plus", "p15_alpha100", range(5), 0.9, 340.0)
+        + runs("baseline", "beta_vae", "p15_beta8", range(3), 0.3, 430.0)
+        + runs("cells500", "beta_vae", "p15_beta8", range(3), 0.4, 420.0)
+    )
+    text = effect(write_table1.deviations(ablations, None, None), "cells per perturbation")
+    assert text.startswith("sVAE+ (5 seeds): MCC 0.800 → 0.900")
+    assert "; β-VAE (3 seeds): MCC 0.300 → 0.400" in text and text.endswith("I-NLL 430.00 → 420.00 (α = 100)")
+    same = ablations[ablations["seed"] < 3]
+    assert effect(write_table1.deviations(same, None, None), "cells per perturbation").endswith("(3 seeds, α = 100)")
+
+
 def test_the_particle_row_reads_the_same_models_at_both_counts(write_table1):
     particles = pd.DataFrame([
         {"run": "a", "method": "svae_plus", "particles": 5000, "inll": 349.0, "draw_spread": 0.1, "draws": "x / y"},

@@ -233,7 +233,7 @@ def deviations(ablations: pd.DataFrame | None, selected: pd.DataFrame | None, su
         keep = at_fixed_settings(ablations)
         metrics = ["mcc_pearson", "r2", "graph_f1_signed", "graph_f1_all", "inll"]
         for name in ABLATIONS:
-            parts, n_seeds = [], 0
+            parts, n_seeds = [], []
             for method in ("svae_plus", "ivae", "vae", "beta_vae"):
                 runs = keep[keep["method"] == method]
                 changed, base = runs[runs["ablation"] == name], runs[runs["ablation"] == "baseline"]
@@ -242,7 +242,7 @@ def deviations(ablations: pd.DataFrame | None, selected: pd.DataFrame | None, su
                     continue
                 new = changed[changed["seed"].isin(seeds)][metrics].mean()
                 old = base[base["seed"].isin(seeds)][metrics].mean()
-                n_seeds = len(seeds)
+                n_seeds.append(len(seeds))
                 text = f"{DISPLAY[method]}: MCC {old['mcc_pearson']:.3f} → {new['mcc_pearson']:.3f}"
                 if method == "svae_plus":
                     text += (f", F1 signed {old['graph_f1_signed']:.3f} → {new['graph_f1_signed']:.3f}"
@@ -254,7 +254,11 @@ def deviations(ablations: pd.DataFrame | None, selected: pd.DataFrame | None, su
             if not parts:
                 continue
             with_alpha = f", α = {alpha:g}" if any(p.startswith(DISPLAY["svae_plus"]) for p in parts) else ""
-            effects[name] = "; ".join(parts) + f" ({n_seeds} seeds{with_alpha})"
+            if len(set(n_seeds)) > 1:  # methods run on different seeds: say each one's count
+                parts = [p.replace(":", f" ({n} seeds):", 1) for p, n in zip(parts, n_seeds)]
+                effects[name] = "; ".join(parts) + (f" ({with_alpha.removeprefix(', ')})" if with_alpha else "")
+            else:
+                effects[name] = "; ".join(parts) + f" ({n_seeds[0]} seeds{with_alpha})"
             base_counts, counts = mean_counts(ABLATION_DIR / "baseline"), mean_counts(ABLATION_DIR / name)
             if base_counts and counts and abs(counts / base_counts - 1) > 0.01:
                 effects[name] += (f"; mean counts per cell {base_counts:,.0f} → {counts:,.0f}: the I-NLL of "
