@@ -344,7 +344,7 @@ def beta_curve(ablations: pd.DataFrame, paper: dict) -> list[str]:
         "",
         f"The VAE (β = 1) and the β-VAE at β = {betas}, at the ablations' "
         f"{BASE['simulation']['cells_per_perturbation']} cells per perturbation, one model per "
-        "job, on the seeds all of them finished (`ablations.py run beta2 beta4 --methods beta_vae`; "
+        "job, each on the seeds it shares with the VAE (`ablations.py run beta2 beta4 --methods beta_vae`; "
         "`ablations.py run baseline --methods vae beta_vae`). Informative latents: posterior-mean variance above "
         "0.01 (UDR's active latents). I-NLL − VAE: per seed, against the VAE on the same data. The paper's I-NLL "
         "is on another emission's scale; its gap over its own VAE is what compares.",
