@@ -32,6 +32,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 from sparseshift.data import load_latents  # noqa: E402
+from sparseshift.layout import RUN  # noqa: E402
 from sparseshift.methods import METHODS as ALL_METHODS, REGISTRY  # noqa: E402
 from sparseshift.metrics import informative_latents  # noqa: E402
 from sparseshift.plan import tag  # noqa: E402
@@ -108,6 +109,11 @@ def run_tags(name: str) -> dict[str, str]:
             for m in REGISTRY.values()}
 
 
+def run_dir(name: str, seed: int, method: str, run_name: str) -> Path:
+    """The folder of one run of ablation ``name``, laid out as the pipeline lays out its runs."""
+    return OUT / name / RUN.format(arm="simulation", dataset="paper", seed=seed, method=method, hp=run_name)
+
+
 def run(name: str, seeds: list[int], cores: int, methods: list[str] = METHODS) -> None:
     cfg = ablation_config(name, seeds, methods)
     folder = OUT / name
@@ -115,7 +121,7 @@ def run(name: str, seeds: list[int], cores: int, methods: list[str] = METHODS) -
     path = folder / f"config_{'_'.join(methods)}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     tags = run_tags(name)
-    targets = [f"{folder}/simulation/paper/seed{s}/{m}/{tags[m]}/metrics.json" for s in seeds for m in methods]
+    targets = [f"{run_dir(name, s, m, tags[m])}/metrics.json" for s in seeds for m in methods]
     # The default config first (the Snakefile's configfile is read relative to the working
     # directory), then the paper's, then the ablation's: `simulations` is replaced as a whole.
     cmd = ["snakemake", "--cores", str(cores), "--rerun-incomplete", "--directory", str(REPO),
@@ -150,7 +156,7 @@ def informative(df: pd.DataFrame, min_variance: float = 0.01) -> pd.Series:
     variance above ``min_variance`` (UDR's active latents, config key ``selection.min_variance``)."""
     counts = []
     for name, seed, method, run_name in zip(df["ablation"], df["seed"], df["method"], df["run"]):
-        path = OUT / name / "simulation" / "paper" / f"seed{seed}" / method / run_name / "latents.npz"
+        path = run_dir(name, seed, method, run_name) / "latents.npz"
         counts.append(int(informative_latents(load_latents(path), min_variance).sum()) if path.exists() else np.nan)
     return pd.Series(counts, index=df.index, dtype=float)
 

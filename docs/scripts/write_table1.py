@@ -233,7 +233,7 @@ def deviations(ablations: pd.DataFrame | None, selected: pd.DataFrame | None, su
         keep = at_fixed_settings(ablations)
         metrics = ["mcc_pearson", "r2", "graph_f1_signed", "graph_f1_all", "inll"]
         for name in ABLATIONS:
-            parts, n_seeds = [], []
+            parts = []  # (method, seeds compared, its effect)
             for method in ("svae_plus", "ivae", "vae", "beta_vae"):
                 runs = keep[keep["method"] == method]
                 changed, base = runs[runs["ablation"] == name], runs[runs["ablation"] == "baseline"]
@@ -242,23 +242,23 @@ def deviations(ablations: pd.DataFrame | None, selected: pd.DataFrame | None, su
                     continue
                 new = changed[changed["seed"].isin(seeds)][metrics].mean()
                 old = base[base["seed"].isin(seeds)][metrics].mean()
-                n_seeds.append(len(seeds))
-                text = f"{DISPLAY[method]}: MCC {old['mcc_pearson']:.3f} → {new['mcc_pearson']:.3f}"
+                text = f"MCC {old['mcc_pearson']:.3f} → {new['mcc_pearson']:.3f}"
                 if method == "svae_plus":
                     text += (f", F1 signed {old['graph_f1_signed']:.3f} → {new['graph_f1_signed']:.3f}"
                              f", F1 \\|r\\| all {old['graph_f1_all']:.3f} → {new['graph_f1_all']:.3f}")
                 if method == "beta_vae":  # its latents collapse: R² says how many still carry the truth
                     text += f", R² {old['r2']:.2f} → {new['r2']:.2f}"
                 text += f", I-NLL {old['inll']:.2f} → {new['inll']:.2f}"
-                parts.append(text)
+                parts.append((method, len(seeds), text))
             if not parts:
                 continue
-            with_alpha = f", α = {alpha:g}" if any(p.startswith(DISPLAY["svae_plus"]) for p in parts) else ""
-            if len(set(n_seeds)) > 1:  # methods run on different seeds: say each one's count
-                parts = [p.replace(":", f" ({n} seeds):", 1) for p, n in zip(parts, n_seeds)]
-                effects[name] = "; ".join(parts) + (f" ({with_alpha.removeprefix(', ')})" if with_alpha else "")
-            else:
-                effects[name] = "; ".join(parts) + f" ({n_seeds[0]} seeds{with_alpha})"
+            notes = [f"α = {alpha:g}"] if "svae_plus" in {m for m, _, _ in parts} else []
+            if len({n for _, n, _ in parts}) == 1:  # one seed count for the row
+                effects[name] = "; ".join(f"{DISPLAY[m]}: {text}" for m, _, text in parts)
+                notes.insert(0, f"{parts[0][1]} seeds")
+            else:  # methods compared on different seeds: each names its count
+                effects[name] = "; ".join(f"{DISPLAY[m]} ({n} seeds): {text}" for m, n, text in parts)
+            effects[name] += f" ({', '.join(notes)})" if notes else ""
             base_counts, counts = mean_counts(ABLATION_DIR / "baseline"), mean_counts(ABLATION_DIR / name)
             if base_counts and counts and abs(counts / base_counts - 1) > 0.01:
                 effects[name] += (f"; mean counts per cell {base_counts:,.0f} → {counts:,.0f}: the I-NLL of "
@@ -326,10 +326,11 @@ def beta_curve(ablations: pd.DataFrame, paper: dict) -> list[str]:
     if ref_vae and ref_beta:
         paper_gap = leading_number(ref_beta["I-NLL"]) - leading_number(ref_vae["I-NLL"])
         paper_r2 = leading_number(ref_beta["R²"])
-        for name, ref in ((DISPLAY["vae"], ref_vae), (DISPLAY["beta_vae"], ref_beta)):
-            rows.append({"model": f"*{name} (paper)*", "β": "1" if ref is ref_vae else "one of {8, 10, 30}",
-                         "seeds": "5", "Pearson MCC": ref["Pearson MCC"], "R²": ref["R²"], "informative latents": "",
-                         "I-NLL": ref["I-NLL"], "I-NLL − VAE": "" if ref is ref_vae else f"{paper_gap:.2f}"})
+        for method, ref, beta, gap in (("vae", ref_vae, "1", ""),
+                                       ("beta_vae", ref_beta, "one of {8, 10, 30}", f"{paper_gap:.2f}")):
+            rows.append({"model": f"*{DISPLAY[method]} (paper)*", "β": beta, "seeds": "5",
+                         "Pearson MCC": ref["Pearson MCC"], "R²": ref["R²"], "informative latents": "",
+                         "I-NLL": ref["I-NLL"], "I-NLL − VAE": gap})
         betas = {b: m for b, m in means.items() if b != 1}
         by_r2 = min(betas, key=lambda b: abs(betas[b]["r2"] - paper_r2))
         by_gap = min(betas, key=lambda b: abs(betas[b]["gap"] - paper_gap))
@@ -338,11 +339,11 @@ def beta_curve(ablations: pd.DataFrame, paper: dict) -> list[str]:
                     f"({paper_gap:+.2f}): β = {by_gap:g} (I-NLL {betas[by_gap]['gap']:+.2f}, R² {betas[by_gap]['r2']:.2f}). "
                     + ("One β matches both." if by_r2 == by_gap else
                        "No β gives both here: the paper's β-VAE R² and I-NLL gap are not those of one β of this model."))
-    betas = ", ".join(f"{b:g}" for b in sorted(means) if b != 1)
+    trained = ", ".join(f"{b:g}" for b in sorted(means) if b != 1)
     return [
         "### β-VAE against β",
         "",
-        f"The VAE (β = 1) and the β-VAE at β = {betas}, at the ablations' "
+        f"The VAE (β = 1) and the β-VAE at β = {trained}, at the ablations' "
         f"{BASE['simulation']['cells_per_perturbation']} cells per perturbation, one model per "
         "job, each on the seeds it shares with the VAE (`ablations.py run beta2 beta4 --methods beta_vae`; "
         "`ablations.py run baseline --methods vae beta_vae`). Informative latents: posterior-mean variance above "
