@@ -31,8 +31,9 @@ from torch.func import functional_call, stack_module_state, vmap
 from .model import PER_MODEL, SparseShiftVAE
 from .train import TrainConfig, TrainingData, train_models
 
-# The same for every model of a stack and read as a Python bool by the prior:
-# kept out of the batched buffers (vmap cannot branch on a batched tensor).
+# The same for every model of a stack, and read by the prior as its Python flag ``frozen``
+# (vmap cannot branch on a batched tensor, nor a CUDA graph on a device value): kept out of
+# the batched buffers, the stack's copy of the first model holds it.
 _SHARED_BUFFERS = ("prior.mask_frozen",)
 
 
@@ -64,7 +65,7 @@ class ModelStack:
                     f"ModelStack: model {i} has another configuration than model 0 (only models "
                     f"of one ModelConfig, up to the swept {', '.join(PER_MODEL)}, can be stacked)"
                 )
-        if len({bool(getattr(m.prior, "mask_frozen", False)) for m in models}) > 1:
+        if len({getattr(m.prior, "frozen", False) for m in models}) > 1:
             raise ValueError("ModelStack: some models have a frozen target mask and others not")
         if models[0].cfg.batch_norm:
             # vmap evaluates functional copies: BatchNorm's running statistics would never be

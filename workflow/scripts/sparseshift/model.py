@@ -196,10 +196,11 @@ class SparseShiftVAE(nn.Module):
         self,
         x: torch.Tensor,
         labels: torch.Tensor,
-        kl_weight: float = 1.0,
+        kl_weight: float | torch.Tensor = 1.0,
         n_obs: int = 1,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Negative ELBO per cell (KL weighted by the prior's kl_scale * kl_weight) plus the prior's global term.
+        ``kl_weight`` may be a 0-dim tensor (that of the captured step, :mod:`sparseshift.step`).
 
         Returns the scalar loss and per-minibatch means of its parts; ``parts["elbo_cells"]``
         is the unweighted ELBO of each cell.
@@ -217,7 +218,9 @@ class SparseShiftVAE(nn.Module):
         parts = {
             "recon": recon.mean(),
             "kl": kl.mean(),
-            "penalty": torch.as_tensor(penalty, dtype=x.dtype, device=x.device),
+            # a float penalty (0 without a sparsity term) filled on the device, not copied from
+            # the host: a copy would not be captured in a CUDA graph (sparseshift.step)
+            "penalty": penalty if torch.is_tensor(penalty) else torch.full((), penalty, dtype=x.dtype, device=x.device),
             "elbo": elbo_cells.mean(),
             "elbo_cells": elbo_cells,
         }

@@ -189,14 +189,16 @@ class SparseShiftPrior(ShiftPrior):
         self.logits = nn.Parameter(torch.full((cfg.n_perturbations, cfg.n_latent), float(cfg.mask_init_logit)))
         # Set by binarize_targets(): the mask is then this fixed graph, in training too.
         self.register_buffer("fixed_mask", torch.ones(cfg.n_perturbations, cfg.n_latent))
+        # Saved with the weights (models load unchanged), but read through the Python flag
+        # ``frozen``: reading the buffer would synchronise with the device in every step, which a
+        # CUDA graph cannot capture (:mod:`sparseshift.step`). The flag follows the buffer in
+        # binarize_targets() and load_state_dict() (the post hook).
         self.register_buffer("mask_frozen", torch.tensor(False))
+        self.frozen = False
+        self.register_load_state_dict_post_hook(_read_frozen)
 
     def sparsity(self, q: torch.Tensor, n_obs: int, kl_weight: float) -> torch.Tensor:
         raise NotImplementedError
-
-    @property
-    def frozen(self) -> bool:
-        return bool(self.mask_frozen)
 
     def mask(self, labels: torch.Tensor) -> torch.Tensor:
         if self.frozen:
@@ -242,7 +244,13 @@ class SparseShiftPrior(ShiftPrior):
         self.fixed_mask[held_out] = 1.0
         super().binarize_targets(held_out)
         self.mask_frozen.fill_(True)
+        self.frozen = True
         self.logits.requires_grad_(False)
+
+
+def _read_frozen(prior: SparseShiftPrior, incompatible_keys) -> None:
+    """After load_state_dict: the ``frozen`` flag from the loaded ``mask_frozen`` buffer."""
+    prior.frozen = bool(prior.mask_frozen)
 
 
 class L1MaskPrior(SparseShiftPrior):
