@@ -32,6 +32,7 @@ import torch
 
 from .io import CONSOLE, atomic_path
 from .model import SparseShiftVAE
+from .step import CapturedStep, epoch_parts
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class TrainConfig:
     patience: int | None = None
     checkpoint_every: int = 10
     seed: int = 0
+    # On CUDA, replay each full minibatch's step as a CUDA graph (sparseshift.step); no effect on CPU.
+    cuda_graph: bool = True
 
 
 class TrainingDiverged(RuntimeError):
@@ -119,11 +122,6 @@ def epoch_line(row: dict, epochs: int) -> str:
     if not math.isnan(row["mask_density"]):
         line += f" mask_density {row['mask_density']:.3f}"
     return line
-
-
-def epoch_parts(loss: torch.Tensor, parts: dict) -> torch.Tensor:
-    """The minibatch means logged per epoch (loss, recon, kl, penalty, elbo), detached."""
-    return torch.stack([loss, parts["recon"], parts["kl"], parts["penalty"], parts["elbo"]]).detach()
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -262,6 +260,7 @@ class TrainingData:
 def train_models(
     models: list[SparseShiftVAE], data: TrainingData, cfg: TrainConfig, seeds: list[int],
     build: Callable[[list[SparseShiftVAE]], Trainee], checkpoint: str | os.PathLike | None = None,
+    step: CapturedStep | None = None,
 ) -> list[pd.DataFrame]:
     """The training loop of :func:`fit` and :func:`sparseshift.batched.fit_many`: train
     ``models`` (as the :class:`Trainee` that ``build`` makes of those still training) on
@@ -274,6 +273,10 @@ def train_models(
     mode. With ``checkpoint``, the state (weights, optimiser, random generators, histories,
     stopped models) is saved there every ``cfg.checkpoint_every`` epochs while a model still
     trains, except after the last epoch, and a later call resumes from it.
+
+    ``step`` trains each epoch's minibatches; by default, on CUDA with ``cfg.cuda_graph``, a
+    :class:`sparseshift.step.CapturedStep` (the step replayed as a CUDA graph), else the eager
+    loop below.
     """
     n, device, n_train, vals = len(models), data.device, data.n_train, data.vals
     generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
@@ -287,6 +290,8 @@ def train_models(
         histories, best, stopped, active, start = (
             state["histories"], state["best"], state["stopped"], state["active"], state["epoch"]
         )
+    if step is None and device.type == "cuda" and cfg.cuda_graph:
+        step = CapturedStep(cfg.batch_size)
     trainee = build([models[i] for i in active])
     stacked = trainee.stacked
     who = (lambda i: f"model {i} of the stack: ") if stacked else (lambda i: "")
@@ -304,13 +309,17 @@ def train_models(
         trainee.train()
         tic = time.perf_counter()
         kl_weight = kl_weight_at(epoch, cfg.warmup_epochs)
-        sums = torch.zeros(m, 5, device=device)
-        for x, labels, size in data.minibatches(active, generators, cfg.batch_size):
-            loss, parts = trainee.loss(x, labels, kl_weight, n_train)
-            trainee.optimiser.zero_grad(set_to_none=True)
-            loss.sum().backward()  # the models share no parameter: each gets its own gradient
-            trainee.optimiser.step()
-            sums += epoch_parts(loss, parts).T * size
+        batches = data.minibatches(active, generators, cfg.batch_size)
+        if step is not None:  # captures anew for a new trainee (early stopping's select)
+            sums = step.epoch(trainee, batches, kl_weight, n_train)
+        else:
+            sums = torch.zeros(m, 5, device=device)
+            for x, labels, size in batches:
+                loss, parts = trainee.loss(x, labels, kl_weight, n_train)
+                trainee.optimiser.zero_grad(set_to_none=True)
+                loss.sum().backward()  # the models share no parameter: each gets its own gradient
+                trainee.optimiser.step()
+                sums += epoch_parts(loss, parts).T * size
         means = (sums / n_train).tolist()  # the epoch's only host synchronisation
         seconds = time.perf_counter() - tic
         trainee.train(False)
