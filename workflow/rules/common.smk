@@ -11,6 +11,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from sparseshift.layout import (
     RUN,
     RUN_FIGURES,
+    SCREEN_EXPORTS,
+    SCREEN_FIGURES,
     SUMMARY_FIGURES,
     TRAIN_FILES,
     TRANSFER_FILES,
@@ -56,11 +58,15 @@ REPLOGLE = config["replogle"]
 FOLDS = {fold["name"]: fold for fold in REPLOGLE["folds"]}
 RESULTS = LAYOUT.results
 SIM_DIR, REPLOGLE_DIR, LOG_DIR = LAYOUT.sim_dir, LAYOUT.replogle_dir, LAYOUT.log_dir
+SCREEN_DIR = LAYOUT.screen_dir
+# The Replogle download (66 GB) is something a user asks for: the default target includes the
+# arm only when its input is already here; `snakemake replogle` downloads it.
+REPLOGLE_IN_ALL = REPLOGLE["enabled"] and Path(LAYOUT.replogle_h5ad).is_file()
 RUN_DIR, REPLICATE_DIR = LAYOUT.run_dir, LAYOUT.replicate_dir
 
 
 wildcard_constraints:
-    arm="simulation|replogle",
+    arm="simulation|replogle|screens",
     dataset="[A-Za-z0-9_]+",
     simulation="[A-Za-z0-9_]+",
     seed=r"\d+",

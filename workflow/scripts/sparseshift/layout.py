@@ -7,6 +7,7 @@ that take ``wildcards`` are input functions. Free of torch.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 from .methods import DISPLAY_NAMES, METHODS
 from .plan import Plan
@@ -38,6 +39,10 @@ TRANSFER_FILES = {
 # (rule run_figures); each is the function plot_<name> of sparseshift.figures.
 SUMMARY_FIGURES = ("methods", "inll", "table1", "latent_sweep", "alpha_sweep")
 RUN_FIGURES = ("target_graphs", "shift_heatmap", "training_curves")
+# What a user gets per screen and method (rule export_screen), and the figures of a screen
+# (rule screen_figures, the functions plot_<name> of sparseshift.screen_figures).
+SCREEN_EXPORTS = {"latents": "latents.h5ad", "targets": "targets.tsv"}
+SCREEN_FIGURES = ("targets", "latent_means")
 
 
 class Layout:
@@ -50,6 +55,7 @@ class Layout:
         self.results = config["results"]
         self.sim_dir = f"{self.results}/simulation"
         self.replogle_dir = f"{self.results}/replogle"
+        self.screen_dir = f"{self.results}/screens"
         self.log_dir = f"{self.results}/logs"
         self.run_dir = f"{self.results}/{RUN}"
         self.replicate_dir = f"{self.run_dir}/replicate{{replicate}}"
@@ -58,6 +64,10 @@ class Layout:
         # own files when the config names them, else where the download rule puts them.
         self.downloads = {f"{replogle['data_dir']}/{d['file']}": d for d in replogle["downloads"].values()} | {
             f"{enrichment['download_dir']}/{d['file']}": d for d in enrichment["downloads"].values()
+        } | {
+            f"{s['data_dir']}/{s['name']}.h5ad": {"file": f"{s['name']}.h5ad", "url": s["url"], "size": s["size"],
+                                                 "md5": s["md5"]}
+            for s in config["screens"] if "url" in s
         }
         self.replogle_h5ad = (
             replogle["h5ad"] or f"{replogle['data_dir']}/{replogle['downloads'][replogle['dataset']]['file']}"
@@ -71,6 +81,8 @@ class Layout:
         """The dataset a run trains on: a simulation is drawn per seed, a fold is not."""
         if wildcards.arm == "simulation":
             return f"{self.sim_dir}/{wildcards.dataset}/seed{wildcards.seed}/data.h5ad"
+        if wildcards.arm == "screens":
+            return f"{self.screen_dir}/{wildcards.dataset}/data.h5ad"
         return f"{self.replogle_dir}/{wildcards.dataset}/data.h5ad"
 
     def member(self, member, name: str) -> str:
@@ -115,10 +127,52 @@ class Layout:
         return str(shipped) if shipped.exists() else path
 
     def enrichment_libraries(self, wildcards) -> list[str]:
-        """GMT libraries of an arm's gene symbols (simulated genes have none: their own sets)."""
-        if wildcards.arm != "replogle":
+        """GMT libraries of an arm's gene symbols (simulated genes have none: their own sets), and
+        a screen's own."""
+        if wildcards.arm == "simulation":
             return []
-        return [self.library(path) for path in self.config["enrichment"]["libraries"]]
+        own = self.plan.screens[wildcards.dataset]["gene_sets"] if wildcards.arm == "screens" else []
+        return [self.library(path) for path in [*self.config["enrichment"]["libraries"], *own]]
+
+    # ------------------------------------------------------------------ screens
+    def screen_h5ad(self, wildcards) -> str:
+        """A screen's input: the user's file, or where the download rule puts it."""
+        screen = self.plan.screens[wildcards.dataset]
+        return screen.get("h5ad") or f"{screen['data_dir']}/{screen['name']}.h5ad"
+
+    def screen_gene_list(self, wildcards) -> list[str]:
+        genes = self.plan.screens[wildcards.dataset]["genes"]
+        return [genes] if genes else []
+
+    def screen_candidates(self, wildcards) -> dict[str, list[str]]:
+        """The runs of a screen's method on its first seed, each setting one (export_screen
+        reads the one selected): their weights, configs and latents."""
+        seed = self.plan.seeds_of("screens", wildcards.dataset)[0]
+        runs = [hp for (arm, dataset, method, hp) in self.plan.runs
+                if (arm, dataset, method) == ("screens", wildcards.dataset, wildcards.method)]
+        return {
+            name: [self.member({"arm": "screens", "dataset": wildcards.dataset, "seed": seed,
+                                "method": wildcards.method, "hp": hp}, file) for hp in runs]
+            for name, file in (("weights", "model.pt"), ("config", "model.json"), ("latents", "latents.npz"))
+        }
+
+    def screen_exports(self, wildcards) -> list[str]:
+        """Every method's exports of a screen (the figures read them)."""
+        return [f"{self.screen_dir}/{wildcards.dataset}/{method}/{file}" for method in self.screen_methods(
+            wildcards.dataset) for file in SCREEN_EXPORTS.values()]
+
+    def screen_methods(self, name: str) -> list[str]:
+        return list(dict.fromkeys(m for (arm, dataset, m, _) in self.plan.runs if (arm, dataset) == ("screens", name)))
+
+    def screen_outputs(self, name: str) -> list[str]:
+        """What a user gets for one screen: each method's latents and targets, the screen's figures
+        and the enrichment of each run."""
+        folder = f"{self.screen_dir}/{name}"
+        figures = [f"{folder}/figures/{fig}.{ext}" for fig in SCREEN_FIGURES for ext in ("png", "pdf")]
+        enrichment = [path for path in self.run_paths(f"{self.run_dir}/enrichment/gsea.tsv", "screens",
+                                                      self.config["enrichment"]["methods"])
+                      if path.startswith(f"{folder}/")]
+        return self.screen_exports(SimpleNamespace(dataset=name)) + figures + enrichment
 
     # ------------------------------------------------------------------ figures and outputs
     def summary_figures(self, arm: str) -> list[str]:
@@ -126,6 +180,8 @@ class Layout:
         the latent dimension, Figure 4: sVAE+'s alpha)."""
         if arm == "replogle":
             return ["inll", "table1"]
+        if arm == "screens":
+            return ["table1"] + (["inll"] if any(self.plan.transfers(arm, s) for s in self.plan.screens) else [])
         runs = self.plan.runs.values()
         swept = {
             "latent_sweep": len({run["n_latent"] for run in runs}) > 1,
@@ -151,10 +207,14 @@ class Layout:
         names = ["model.pt", "model.json", "latents.npz", "history.tsv"]
         return [f"{run}/{name}" for run in self.seed_runs(wildcards).values() for name in names]
 
-    def arm_outputs(self, arm: str) -> list[str]:
-        """What an arm delivers: summary, Table 1 layout, figures and enrichment."""
+    def arm_summary(self, arm: str) -> list[str]:
+        """An arm's summary, Table 1 layout and the figures drawn from them."""
         figures = [f"{self.results}/{arm}/figures/{name}.{ext}" for name in self.summary_figures(arm)
                    for ext in ("png", "pdf")]
+        return [f"{self.results}/{arm}/summary.tsv", f"{self.results}/{arm}/table1.tsv"] + figures
+
+    def arm_outputs(self, arm: str) -> list[str]:
+        """What an arm delivers: summary, Table 1 layout, figures and enrichment."""
         run_figures = [
             f"{self.sim_dir}/figures/{sim['name']}_seed{self.config['seeds'][0]}/{name}.{ext}"
             for sim in (self.config["simulations"] if arm == "simulation" else [])
@@ -162,4 +222,5 @@ class Layout:
             for ext in ("png", "pdf")
         ]
         enrichment = self.run_paths(f"{self.run_dir}/enrichment/gsea.tsv", arm, self.config["enrichment"]["methods"])
-        return [f"{self.results}/{arm}/summary.tsv", f"{self.results}/{arm}/table1.tsv"] + figures + run_figures + enrichment
+        screens = [path for name in (self.plan.screens if arm == "screens" else []) for path in self.screen_outputs(name)]
+        return self.arm_summary(arm) + run_figures + enrichment + screens

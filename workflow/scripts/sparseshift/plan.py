@@ -23,9 +23,11 @@ from .methods import HYPERPARAMETERS, METHODS, REGISTRY
 # The KL weight of the models of every method that does not sweep it (summary columns).
 RECORD_DEFAULTS = {"beta": 1.0}
 # The column that names an arm's datasets in its metrics and tables.
-ARM_ID = {"simulation": "simulation", "replogle": "fold"}
+ARM_ID = {"simulation": "simulation", "replogle": "fold", "screens": "screen"}
 # The keys of a simulation entry that are not SimulationConfig fields.
 _SIMULATION_ONLY = ("name", "transfer", "methods", "hyperparameters")
+# The keys of a screen entry that concern its models, not its data.
+_SCREEN_TRAINING = ("seeds", "n_latent", "methods", "gene_sets", "hyperparameters", "train", "transfer")
 
 
 class ConfigError(ValueError):
@@ -62,6 +64,10 @@ def prepare(config: dict) -> None:
     for key, values in (config.get("hyperparameters") or {}).items():
         if isinstance(values, list):
             config["hyperparameters"][key] = [_number(v) for v in values]
+    for screen in config.get("screens") or []:
+        if isinstance(screen, dict):  # a screen's train and transfer inherit the top level's keys
+            for section in ("train", "transfer"):
+                screen[section] = {**(config.get(section) or {}), **(screen.get(section) or {})}
 
 
 def tag(n_latent: int, hp: dict) -> str:
@@ -93,6 +99,7 @@ class Plan:
         self.config = config
         self.simulations = {sim["name"]: sim for sim in config["simulations"]}
         self.replogle = config["replogle"]
+        self.screens = {screen["name"]: screen for screen in config["screens"]}
         self.seeds = {"simulation": config["seeds"], "replogle": self.replogle["seeds"]}
         self.check()
         self.runs = self._runs()
@@ -122,6 +129,28 @@ class Plan:
             raise ConfigError("model.batch_norm", "BatchNorm is not available in stacked jobs (its running "
                               "statistics are not kept in a stack; set stack_models to 1)")
         self._check_replogle()
+        self._check_screens()
+
+    def _check_screens(self) -> None:
+        screens = self.config["screens"]
+        names = [screen["name"] for screen in screens]
+        for i, screen in enumerate(screens):
+            if names.index(screen["name"]) != i:
+                raise ConfigError(f"screens.{i}.name", f"{screen['name']!r} is the name of screen "
+                                  f"{names.index(screen['name'])} too: names must be unique")
+            for j, name in enumerate(screen.get("methods", [])):
+                if name not in REGISTRY:
+                    raise ConfigError(f"screens.{i}.methods.{j}", f"{name!r} is not one of {', '.join(METHODS)}")
+            if ("h5ad" in screen) == ("url" in screen):
+                raise ConfigError(f"screens.{i}", "give either 'h5ad' (a local file) or 'url' (with md5) to "
+                                  "download it, not both or neither")
+            if "h5ad" in screen and not Path(screen["h5ad"]).is_file():
+                raise ConfigError(f"screens.{i}.h5ad", f"{screen['h5ad']} is not a file")
+            if screen["genes"] is not None and not Path(screen["genes"]).is_file():
+                raise ConfigError(f"screens.{i}.genes", f"{screen['genes']} is not a file")
+            for j, path in enumerate(screen["gene_sets"]):
+                if not Path(path).is_file():
+                    raise ConfigError(f"screens.{i}.gene_sets.{j}", f"{path} is not a file")
 
     def _check_replogle(self) -> None:
         replogle = self.replogle
@@ -153,6 +182,9 @@ class Plan:
             grid = {**config["hyperparameters"], **self.replogle.get("hyperparameters", {})}
             for fold in self.replogle["folds"]:
                 datasets.append(("replogle", fold["name"], [self.replogle["n_latent"]], grid, config["methods"]))
+        for name, screen in self.screens.items():
+            grid = {**config["hyperparameters"], **screen.get("hyperparameters", {})}
+            datasets.append(("screens", name, [screen["n_latent"]], grid, screen.get("methods", config["methods"])))
         runs = {}
         for arm, dataset, latents, grid, methods in datasets:
             for method in methods:
@@ -176,8 +208,16 @@ class Plan:
 
     def transfers(self, arm, dataset) -> bool:
         """Whether the runs on ``dataset`` go through the transfer protocol (a simulation setting
-        with ``transfer: false`` does not)."""
+        with ``transfer: false`` does not, nor a screen without held-out perturbations)."""
+        if arm == "screens":
+            return self.screens[dataset]["heldout"] not in (None, "none")
         return arm != "simulation" or self.simulations[dataset]["transfer"]
+
+    def seeds_of(self, arm, dataset) -> list[int]:
+        """The training seeds of a dataset: its arm's, or a screen's own."""
+        if arm == "screens":
+            return self.screens[dataset].get("seeds", self.config["seeds"])
+        return self.seeds[arm]
 
     def members(self, arm=None, methods=None, replicates: bool = False) -> list[SimpleNamespace]:
         """Every run (and, with ``replicates``, replicate) and seed, as wildcards (of ``arm`` and
@@ -186,7 +226,7 @@ class Plan:
             SimpleNamespace(arm=a, dataset=dataset, method=method, hp=hp, seed=seed, replicate=r)
             for (a, dataset, method, hp) in self.runs
             if (arm is None or a == arm) and (methods is None or method in methods)
-            for seed in self.seeds[a]
+            for seed in self.seeds_of(a, dataset)
             for r in range(self.n_replicates(a, dataset, method, hp) if replicates else 1)
         ]
 
@@ -225,8 +265,16 @@ class Plan:
         n_latent = hp.pop("n_latent")
         return {"method": wildcards.method, "n_latent": n_latent, **self.config["model"], "hyperparameters": hp}
 
+    def screen_data_settings(self, name: str) -> dict:
+        """What the prepare_screen job of a screen needs: its data keys (not its training ones,
+        so that a new learning rate does not prepare the data again)."""
+        return {k: v for k, v in self.screens[name].items() if k not in _SCREEN_TRAINING}
+
     def arm_config(self, wildcards) -> dict:
-        """The arm's own configuration section (train, transfer)."""
+        """The configuration section of a run's train and transfer settings: the top level's,
+        the Replogle arm's, or a screen's own (which inherits the top level's keys)."""
+        if wildcards.arm == "screens":
+            return self.screens[wildcards.dataset]
         return self.config if wildcards.arm == "simulation" else self.replogle
 
     def train_settings(self, wildcards) -> dict:

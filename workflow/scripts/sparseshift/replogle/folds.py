@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..io import InputError
 from . import CONTROL, MAX_NAMES
+from ..screens.dataset import split_perturbations
 from .table_s3 import find_cluster
 
 log = logging.getLogger(__name__)
@@ -115,29 +116,13 @@ def make_fold(
     dropped unless ``keep_controls_in_training`` (then ``non-targeting`` is a training
     perturbation)."""
     pert = _perturbations(adata)
-    held = sorted(dict.fromkeys(heldout))
-    present = set(pert)
-    if CONTROL in held:
+    if CONTROL in heldout:
         raise InputError("<fold>", "heldout", f"perturbations other than {CONTROL!r}", "it is listed")
-    absent = [p for p in held if p not in present]
-    if absent or not held:
-        raise InputError(path, "obs/perturbation",
-                         f"cells of every held-out perturbation of fold {fold_name!r}",
-                         f"none for {absent[:10]}" if absent else "no held-out perturbations")
+    if not heldout:
+        raise InputError(path, "obs/perturbation", f"cells of every held-out perturbation of fold {fold_name!r}",
+                         "no held-out perturbations")
     keep = np.ones(len(pert), dtype=bool) if keep_controls_in_training else pert != CONTROL
     out = adata[keep].copy() if not keep.all() else adata.copy()
-    pert = pert[keep]
-    train = sorted(set(pert) - set(held))
-    if not train:
-        raise InputError(path, "obs/perturbation",
-                         f"training perturbations besides the held-out ones of {fold_name!r}", "none")
-    order = train + held
-    is_held = np.isin(pert, held)
-    out.obs["perturbation"] = pd.Categorical(pert, categories=order)
-    out.obs["split"] = pd.Categorical(np.where(is_held, "heldout", "train"), categories=["train", "heldout"])
-    out.uns["perturbations"] = order
+    split_perturbations(out, heldout, f"fold {fold_name!r}", path)
     out.uns["fold"] = fold_name
-    out.uns["heldout_perturbations"] = held
-    log.info("fold %s: %d training perturbations (%d cells), %d held out (%d cells)",
-             fold_name, len(train), int((~is_held).sum()), len(held), int(is_held.sum()))
     return out
