@@ -5,6 +5,7 @@ Usage (prints the machine and a TSV table)::
     python benchmarks/train.py --threads 1 --epochs 6 --models 1 5 10
     python benchmarks/train.py --threads 2 --epochs 3 --scale replogle --batch-size 128 1024
     python benchmarks/train.py --device cuda --models 1 5 25 --iwelbo 5000
+    python benchmarks/train.py --device cuda --models 1 --cuda-graph off   # the eager step
 
 ``--scale replogle`` simulates a dataset of the Replogle arm's size (682 perturbations x 171
 cells = 116,622 cells x 1,187 genes, p = 50) and trains models of that size.
@@ -20,6 +21,7 @@ pays one-off allocation costs, is reported separately and left out of the median
 ``speedup_vs_reference`` divides ``--reference`` (the released implementation's seconds
 per epoch on the paper simulation, batch 128, one thread) by the seconds per model-epoch.
 Peak memory is the process's resident set on CPU, the allocator's peak on CUDA.
+On CUDA the step is replayed as a CUDA graph (``sparseshift.step``) unless ``--cuda-graph off``.
 ``--iwelbo T ...`` then runs ``benchmarks/iwelbo.py`` with T particles.
 """
 
@@ -86,6 +88,9 @@ def main(argv=None) -> int:
     ap.add_argument("--models", type=int, nargs="+", default=[1],
                     help="models trained together in one process (1: the pipeline's training loop)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--cuda-graph", choices=["on", "off"], default="on",
+                    help="on CUDA, replay each training step as a CUDA graph (TrainConfig.cuda_graph); "
+                         "off: the eager step. No effect on CPU")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--scale", choices=sorted(SCALES), default="paper",
                     help="paper: 20,000 cells x 100 genes, p = 15; replogle: 116,622 x 1,187, p = 50")
@@ -103,7 +108,8 @@ def main(argv=None) -> int:
     n_train = len(split_train_val(int(training_cells(adata).sum()), 0.1, 0)[0])
     rows = []
     for batch_size in args.batch_size:
-        train_cfg = TrainConfig(epochs=args.epochs, batch_size=batch_size, warmup_epochs=50, seed=0)
+        train_cfg = TrainConfig(epochs=args.epochs, batch_size=batch_size, warmup_epochs=50, seed=0,
+                                cuda_graph=args.cuda_graph == "on")
         for n_models in args.models:
             for method in args.methods:
                 model_cfg = ModelConfig(
@@ -128,8 +134,9 @@ def main(argv=None) -> int:
                         "peak_memory_gb": round(peak_memory_gb(device), 2),
                     }
                 )
+    step = "CUDA graph" if device.type == "cuda" and args.cuda_graph == "on" else "eager"
     print(
-        f"{machine_line(device, args.threads)}; {n_train} training cells x {adata.n_vars} genes, "
+        f"{machine_line(device, args.threads)}; {step} step; {n_train} training cells x {adata.n_vars} genes, "
         f"p = {n_latent}; median of epochs 2-{args.epochs}; reference {args.reference:g} s / epoch; "
         "peak memory: process RSS (CPU) or allocator peak (CUDA)"
     )
