@@ -166,3 +166,30 @@ def test_a_resumed_run_reports_the_time_of_all_its_epochs(data, tmp_path):
     assert history["train_seconds"].iloc[:2].tolist() == first["train_seconds"].iloc[:2].tolist()
     assert info["train_seconds"] == history["train_seconds"].sum()
     assert info["seconds_per_epoch"] == info["train_seconds"] / 4
+
+
+@pytest.mark.parametrize("new_lr, resumed", [(1e-3, True), (5e-3, False)])
+def test_a_checkpoint_is_resumed_only_with_the_settings_it_was_made_with(data, tmp_path, monkeypatch, caplog, new_lr,
+                                                                          resumed):
+    """A job killed in epoch 3 (checkpoints after epochs 1 and 2) and run again: with the same
+    settings it resumes at epoch 2; with another train.lr it starts over, saying why."""
+    import logging
+
+    from sparseshift import train
+
+    check = train.check_epoch
+
+    def killed_in_epoch_3(means, elbo_val, has_val, weights_finite, epoch, lr, member=None):
+        if epoch == 3:
+            raise KeyboardInterrupt  # stands for a killed job: the checkpoint stays
+        check(means, elbo_val, has_val, weights_finite, epoch, lr, member)
+
+    monkeypatch.setattr(train, "check_epoch", killed_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_files(tmp_path, data)
+    monkeypatch.setattr(train, "check_epoch", check)
+    with caplog.at_level(logging.INFO):
+        outputs, checkpoint = train_files(tmp_path, data, lr=new_lr, epochs=4)
+    assert ("resumed from" in caplog.text) == resumed  # more epochs than the killed run: still resumable
+    assert ("train.lr 0.001 -> 0.005" in caplog.text) == (not resumed)
+    assert not checkpoint.exists() and not list(checkpoint.parent.glob("*.settings.json"))

@@ -34,16 +34,63 @@ def run_folder(output) -> str:
     return str(Path(output).parent)
 
 
+# Train keys that do not change a trajectory up to its checkpoint: a run may go on for more
+# epochs, or be checkpointed more often, and still resume.
+_RESUMABLE_CHANGES = ("epochs", "checkpoint_every")
+
+
+def _trajectory(settings: dict) -> dict:
+    """The settings a checkpoint's trajectory depends on (as JSON values)."""
+    out = json.loads(json.dumps(settings, default=str))
+    train = out.get("train")
+    for entry in train if isinstance(train, list) else [train] if train else []:
+        for key in _RESUMABLE_CHANGES:
+            entry.pop(key, None)
+    return out
+
+
+def _settings_record(checkpoint) -> Path:
+    return Path(f"{checkpoint}.settings.json")
+
+
+def _changes(saved, current, prefix="") -> list[str]:
+    """The keys (dotted) whose values differ between two settings, with both values."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return [c for key in sorted(set(saved) | set(current), key=str)
+                for c in _changes(saved.get(key), current.get(key), f"{prefix}{key}.")]
+    if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
+        return [c for i, (a, b) in enumerate(zip(saved, current)) for c in _changes(a, b, f"{prefix}{i}.")]
+    return [] if saved == current else [f"{prefix.rstrip('.')} {saved} -> {current}"]
+
+
 @contextlib.contextmanager
-def diverging(runs: list[str], checkpoint):
-    """A job's training that diverges (:class:`TrainingDiverged`) names its run (``runs[member]``
-    of a stack) and removes its checkpoint, so that a rerun with another learning rate starts
-    afresh instead of resuming the diverging trajectory."""
+def checkpointed(runs: list[str], checkpoint, settings: dict):
+    """A job's training with its checkpoint: resumed only when the checkpoint was made with the
+    same ``settings`` (recorded beside it; more or fewer epochs still resume); one of other
+    settings is removed, and the log says which keys changed. A training that diverges (:class:`TrainingDiverged`) names its run
+    (``runs[member]`` of a stack) and removes its checkpoint, so that a rerun with another
+    learning rate starts afresh instead of resuming the diverging trajectory."""
+    ckpt, record = Path(checkpoint), _settings_record(checkpoint)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    current = _trajectory(settings)
+    if ckpt.exists() and record.exists():
+        changes = _changes(json.loads(record.read_text()), current)
+        if changes:
+            log.warning("%s: the settings changed since its checkpoint (%s): training starts over, not resumed",
+                        runs[0], "; ".join(changes[:10]), extra=CONSOLE)
+            ckpt.unlink()
+    io.write_json(current, record)
     try:
         yield
     except TrainingDiverged as err:
-        Path(checkpoint).unlink(missing_ok=True)
+        finished(checkpoint)
         raise err.update(run=runs[err.member or 0])
+
+
+def finished(checkpoint) -> None:
+    """Remove a job's checkpoint and its settings once its outputs are written."""
+    Path(checkpoint).unlink(missing_ok=True)
+    _settings_record(checkpoint).unlink(missing_ok=True)
 
 
 def train_from_files(
@@ -57,11 +104,10 @@ def train_from_files(
     log.info("train %s: start, %d epochs", run, train_cfg.epochs, extra=CONSOLE)
     adata = read_dataset(data_path)
     model_cfg = run_model_config(adata, data_path, model_settings)
-    Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
-    with diverging([run], checkpoint):
+    with checkpointed([run], checkpoint, {"data": str(data_path), "model": model_settings, "train": train_settings}):
         model, history, latents, info = train_run(adata, model_cfg, train_cfg, device, checkpoint, str(data_path))
     save_run(model, history, latents, info, adata, outputs)
-    Path(checkpoint).unlink(missing_ok=True)
+    finished(checkpoint)
     log.info("train %s: done, %d epochs in %.1f s, validation ELBO %.2f", run, info["epochs_run"],
              info["train_seconds"], info["elbo_val"], extra=CONSOLE)
 
@@ -81,12 +127,12 @@ def train_stacked_from_files(
     files = {path: read_dataset(path) for path in dict.fromkeys(data_paths)}
     adatas = [files[path] for path in data_paths]
     model_cfgs = [run_model_config(a, p, m) for a, p, m in zip(adatas, data_paths, model_settings)]
-    Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
-    with diverging(folders, checkpoint):
+    settings = {"data": [str(p) for p in data_paths], "model": model_settings, "train": train_settings}
+    with checkpointed(folders, checkpoint, settings):
         runs = train_stacked(adatas, model_cfgs, train_cfgs, device, checkpoint, [str(p) for p in data_paths])
     for i, (adata, (model, history, latents, info)) in enumerate(zip(adatas, runs)):
         save_run(model, history, latents, info, adata, {key: paths[i] for key, paths in outputs.items()})
-    Path(checkpoint).unlink(missing_ok=True)
+    finished(checkpoint)
     infos = [info for *_, info in runs]
     log.info("train %s (stacked): done, %d epochs in %.1f s, validation ELBO %s", name, infos[0]["epochs_run"],
              sum(info["train_seconds"] for info in infos), " ".join(f"{info['elbo_val']:.2f}" for info in infos),
@@ -163,11 +209,10 @@ def transfer_from_files(
     log.info("transfer %s: start, %d + %d epochs, I-NLL with %d particles", run, cfg.retrain_epochs,
              cfg.finetune_epochs, cfg.particles, extra=CONSOLE)
     data, model = transfer_inputs(inputs, train_cfg, select_device(device))
-    Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
-    with diverging([run], checkpoint):
+    with checkpointed([run], checkpoint, {"train": train_settings, "transfer": transfer_settings}):
         result = transfer_run(model, data, train_cfg, cfg, checkpoint)
     summary = save_transfer(result, inputs["info"], outputs)
-    Path(checkpoint).unlink(missing_ok=True)
+    finished(checkpoint)
     log.info("transfer %s: done, %d + %d epochs, I-NLL %.2f", run, summary.get("retrain_epochs_run", 0),
              summary.get("finetune_epochs_run", 0), summary["inll"], extra=CONSOLE)
     return summary
@@ -193,14 +238,13 @@ def transfer_stacked_from_files(
         data, model = transfer_inputs({k: v[i] for k, v in inputs.items()}, c, dev, shared.get(key))
         shared[key] = data
         loaded.append((data, model))
-    Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
-    with diverging(runs, checkpoint):
+    with checkpointed(runs, checkpoint, {"train": train_settings, "transfer": transfer_settings}):
         results = transfer_stacked([m for _, m in loaded], [d for d, _ in loaded], train_cfgs, cfg, checkpoint)
     summaries = [
         save_transfer(result, inputs["info"][i], {k: v[i] for k, v in outputs.items()})
         for i, result in enumerate(results)
     ]
-    Path(checkpoint).unlink(missing_ok=True)
+    finished(checkpoint)
     log.info("transfer %s (stacked): done, I-NLL %s", name, " ".join(f"{s['inll']:.2f}" for s in summaries),
              extra=CONSOLE)
     return summaries
