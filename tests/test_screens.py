@@ -4,6 +4,7 @@ dataset, its checks, its exports, and the screens arm of the Snakefile end to en
 from __future__ import annotations
 
 import logging
+import re
 
 import anndata
 import h5py
@@ -16,7 +17,7 @@ import yaml
 from fixtures.screens import screen_adata, screen_settings
 from sparseshift.io import InputError
 from sparseshift.model import ModelConfig, SparseShiftVAE
-from sparseshift.screens.export import target_table
+from sparseshift.screens.export import factor_table, target_table
 from sparseshift.screens.prepare import canonical_label, prepare_screen
 from test_workflow import TINY, snakemake
 
@@ -228,6 +229,26 @@ def test_target_table_of_the_masked_and_shifted_priors():
     assert target_table(vae, perturbations, []).empty
 
 
+def test_factor_table_names_the_targeting_perturbations_and_terms():
+    targets = pd.DataFrame({"perturbation": ["A", "A", "B", "B", "C", "C"], "split": ["train"] * 4 + ["heldout"] * 2,
+                            "latent": [0, 1] * 3, "target": [True, False, True, True, True, False]})
+    gsea = pd.DataFrame({"latent": [0, 0, 0, 1], "term": ["weak", "strong", "unsure", "other"],
+                         "nes": [1.2, -2.5, 3.0, 1.9], "fdr": [0.1, 0.01, 0.5, 0.2]})
+    table = factor_table(targets, gsea, 3)
+    assert table["targeted_by"].tolist() == ["A, B", "B", ""]  # held-out C is not a learned target
+    assert table["top_terms"][0] == "strong (NES -2.50, FDR 0.01); weak (NES +1.20, FDR 0.1)"
+    assert table["top_terms"][2] == "" and factor_table(targets, None, 2)["top_terms"].eq("").all()
+
+
+def test_a_screen_given_by_url_is_downloaded_first(tmp_path):
+    cfg = tmp_path / "screens.yaml"
+    cfg.write_text(yaml.safe_dump({"screens": [{"name": "remote", "url": "http://127.0.0.1:9/remote.h5ad",
+                                                "md5": "0" * 32, "data_dir": str(tmp_path / "in")}]}))
+    res = snakemake("screens", "-n", "--directory", str(tmp_path), "--configfile", str(TINY), str(cfg))
+    assert re.search(r"download\s+1", res.stdout) and re.search(r"prepare_screen\s+1", res.stdout)
+    assert f"{tmp_path / 'in'}/remote.h5ad" in res.stdout
+
+
 # ----------------------------------------------------------------------------- end to end
 
 
@@ -264,6 +285,8 @@ def test_a_screen_end_to_end(screen_run):
     assert len(targets) == 8 * 3 and set(targets["perturbation"]) == {"control", "P00_P01", *[f"P0{i}" for i in range(6)]}
     assert targets.loc[targets.perturbation == "P05", "split"].eq("heldout").all()
     assert pd.read_csv(demo / "vae" / "targets.tsv", sep="\t").empty
+    factors = pd.read_csv(demo / "svae_plus" / "factors.tsv", sep="\t")
+    assert factors["latent"].tolist() == [0, 1, 2]
     summary = pd.read_csv(screen_run / "summary.tsv", sep="\t")
     assert sorted(summary["method"]) == ["ivae", "svae_plus", "vae"] and summary["inll"].notna().all()
     for figure in ("targets", "latent_means"):

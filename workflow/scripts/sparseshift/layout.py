@@ -41,7 +41,7 @@ SUMMARY_FIGURES = ("methods", "inll", "table1", "latent_sweep", "alpha_sweep")
 RUN_FIGURES = ("target_graphs", "shift_heatmap", "training_curves")
 # What a user gets per screen and method (rule export_screen), and the figures of a screen
 # (rule screen_figures, the functions plot_<name> of sparseshift.screen_figures).
-SCREEN_EXPORTS = {"latents": "latents.h5ad", "targets": "targets.tsv"}
+SCREEN_EXPORTS = {"latents": "latents.h5ad", "targets": "targets.tsv", "factors": "factors.tsv"}
 SCREEN_FIGURES = ("targets", "latent_means")
 
 
@@ -146,14 +146,16 @@ class Layout:
 
     def screen_candidates(self, wildcards) -> dict[str, list[str]]:
         """The runs of a screen's method on its first seed, each setting one (export_screen
-        reads the one selected): their weights, configs and latents."""
+        reads the one selected): their weights, configs, latents and enrichment."""
         seed = self.plan.seeds_of("screens", wildcards.dataset)[0]
         runs = [hp for (arm, dataset, method, hp) in self.plan.runs
                 if (arm, dataset, method) == ("screens", wildcards.dataset, wildcards.method)]
         return {
             name: [self.member({"arm": "screens", "dataset": wildcards.dataset, "seed": seed,
                                 "method": wildcards.method, "hp": hp}, file) for hp in runs]
-            for name, file in (("weights", "model.pt"), ("config", "model.json"), ("latents", "latents.npz"))
+            for name, file in (("weights", "model.pt"), ("config", "model.json"), ("latents", "latents.npz"),
+                               ("gsea", "enrichment/gsea.tsv"))
+            if name != "gsea" or wildcards.method in self.config["enrichment"]["methods"]
         }
 
     def screen_exports(self, wildcards) -> list[str]:

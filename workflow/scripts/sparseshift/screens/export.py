@@ -1,7 +1,8 @@
 """A screen's answers from one method, for the user: ``latents.h5ad`` (the dataset's cells with
-the posterior means in ``obsm["X_<method>"]``, readable by scanpy as it is) and ``targets.tsv``
+the posterior means in ``obsm["X_<method>"]``, readable by scanpy as it is), ``targets.tsv``
 (perturbation x latent: the shift, the mask probability and whether the latent is called a
-target). The run exported is the method's selected setting (UDR, as on the simulations) on the
+target) and ``factors.tsv`` (per latent: the perturbations that target it and its most enriched
+gene sets). The run exported is the method's selected setting (UDR, as on the simulations) on the
 screen's first seed."""
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from ..model import SparseShiftVAE
 log = logging.getLogger(__name__)
 
 TARGET_COLUMNS = ["perturbation", "split", "latent", "shift", "mask_probability", "target"]
+FACTOR_COLUMNS = ["latent", "n_targeted_by", "targeted_by", "top_terms"]
+TOP_TERMS, TERM_FDR = 3, 0.25  # gene sets named per factor: the most enriched with an FDR below
 
 
 def selected_run(selection: pd.DataFrame, screen: str, seed: int, method: str, path) -> pd.Series:
@@ -57,6 +60,22 @@ def target_table(model: SparseShiftVAE, perturbations: list[str], heldout) -> pd
     }, columns=TARGET_COLUMNS)
 
 
+def factor_table(targets: pd.DataFrame, gsea: pd.DataFrame | None, n_latent: int) -> pd.DataFrame:
+    """What each latent factor means, in one row: the training perturbations that target it and
+    its most enriched gene sets (preranked GSEA of its gene scores, FDR < 0.25, by |NES|)."""
+    rows = []
+    for k in range(n_latent):
+        hits = targets[(targets["latent"] == k) & targets["target"].astype(bool) & (targets["split"] == "train")]
+        terms = ""
+        if gsea is not None and len(gsea):
+            best = gsea[(gsea["latent"] == k) & (gsea["fdr"] < TERM_FDR)]
+            best = best.reindex(best["nes"].abs().sort_values(ascending=False).index).head(TOP_TERMS)
+            terms = "; ".join(f"{t} (NES {n:+.2f}, FDR {f:.2g})" for t, n, f in zip(best["term"], best["nes"], best["fdr"]))
+        rows.append({"latent": k, "n_targeted_by": len(hits), "targeted_by": ", ".join(hits["perturbation"]),
+                     "top_terms": terms})
+    return pd.DataFrame(rows, columns=FACTOR_COLUMNS)
+
+
 def export_from_files(inputs: dict, wildcards, seed: int, settings: dict, outputs: dict) -> None:
     """The export job of one screen and method: read the selection, the selected run's model and
     latents and the dataset; write ``latents.h5ad`` and ``targets.tsv``."""
@@ -81,8 +100,10 @@ def export_from_files(inputs: dict, wildcards, seed: int, settings: dict, output
     }
     heldout = [str(p) for p in adata.uns.get("heldout_perturbations", [])]
     targets = target_table(model, [str(p) for p in model.cfg.perturbations], heldout)
+    gsea = pd.read_csv(inputs["gsea"][index], sep="\t") if inputs.get("gsea") else None
     io.write_h5ad(adata, outputs["latents"])
     io.write_tsv(targets, outputs["targets"])
+    io.write_tsv(factor_table(targets, gsea, latents.shape[1]), outputs["factors"])
     log.info("screen %s, %s: run %s (seed %d, %s) exported: %d cells x %d latents, %d targets called", screen,
              method, run, seed, adata.uns["sparseshift"]["selected_by"], adata.n_obs, latents.shape[1],
              int(targets["target"].sum()) if len(targets) else 0, extra=CONSOLE)
