@@ -11,7 +11,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 # conda-forge names that differ from the PyPI ones
-CONDA_TO_PYPI = {"pytorch": "torch"}
+CONDA_TO_PYPI = {"pytorch": "torch", "pytorch-gpu": "torch"}
+# The training and transfer rules' environment, chosen from the config's device (common.smk)
+MODEL_ENVS = ["../../envs/model.yaml", "../../envs/model-gpu.yaml"]
 
 
 def pyproject_pins() -> dict[str, str]:
@@ -109,13 +111,15 @@ def test_every_rule_env_exists_and_has_what_its_script_imports():
     for smk in (REPO / "workflow" / "rules").glob("*.smk"):
         # named rules, and rules defined in a loop (``rule:`` with a ``name:``), indented or not
         for rule, body in re.findall(r"(?ms)^[ \t]*rule ?(\w*):\n(.*?)(?=^[ \t]*rule[ :]|\Z)", smk.read_text()):
-            env = re.search(r'conda:\s*"([^"]+)"', body).group(1)
-            env_path = (smk.parent / env).resolve()
-            assert env_path.exists(), f"rule {rule}: {env} does not exist"
+            env = re.search(r'conda:\s*(?:"([^"]+)"|(MODEL_ENV))', body)
             script = (smk.parent / re.search(r'script:\s*"([^"]+)"', body).group(1)).resolve()
-            deps = yaml.safe_load(env_path.read_text())["dependencies"]
-            have = {re.split(r"[=<> ]", d)[0].lower() for d in deps if isinstance(d, str)}
-            missing = _packages_needed(script) - have
-            assert not missing, f"rule {rule}: {env_path.name} lacks {sorted(missing)} that {script.name} imports"
+            for name in [env.group(1)] if env.group(1) else MODEL_ENVS:
+                env_path = (smk.parent / name).resolve()
+                assert env_path.exists(), f"rule {rule}: {name} does not exist"
+                deps = yaml.safe_load(env_path.read_text())["dependencies"]
+                have = {CONDA_TO_PYPI.get(n, n) for n in (re.split(r"[=<> ]", d)[0].lower() for d in deps
+                                                          if isinstance(d, str))}
+                missing = {CONDA_TO_PYPI.get(n, n) for n in _packages_needed(script)} - have
+                assert not missing, f"rule {rule}: {env_path.name} lacks {sorted(missing)} that {script.name} imports"
             checked += 1
     assert checked >= 11

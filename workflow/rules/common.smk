@@ -59,6 +59,13 @@ FOLDS = {fold["name"]: fold for fold in REPLOGLE["folds"]}
 RESULTS = LAYOUT.results
 SIM_DIR, REPLOGLE_DIR, LOG_DIR = LAYOUT.sim_dir, LAYOUT.replogle_dir, LAYOUT.log_dir
 SCREEN_DIR = LAYOUT.screen_dir
+# The environment of the training and transfer jobs (--use-conda): conda-forge's CUDA build of
+# torch when the config names a CUDA device (device: cuda or cuda:N), else the CPU build.
+MODEL_ENV = (
+    "../../envs/model-gpu.yaml"
+    if config["device"].startswith("cuda")
+    else "../../envs/model.yaml"
+)
 # The Replogle download (66 GB) is something a user asks for: the default target includes the
 # arm only when its input is already here; `snakemake replogle` downloads it.
 REPLOGLE_IN_ALL = REPLOGLE["enabled"] and Path(LAYOUT.replogle_h5ad).is_file()

@@ -11,7 +11,7 @@ if config["stack_models"] == 1:
         benchmark:
             f"{LOG_DIR}/transfer/{RUN}.benchmark.tsv"
         conda:
-            "../../envs/model.yaml"
+            MODEL_ENV
         threads: config["resources"]["transfer"]["threads"]
         resources:
             **job_resources("transfer"),
@@ -42,7 +42,7 @@ else:
             benchmark:
                 f"{LOG_DIR}/transfer/stacked/{_job}.benchmark.tsv"
             conda:
-                "../../envs/model.yaml"
+                MODEL_ENV
             threads: stacked_threads("transfer")
             resources:
                 **stacked_resources("transfer"),

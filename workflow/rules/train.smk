@@ -10,7 +10,7 @@ if config["stack_models"] == 1:
         benchmark:
             f"{LOG_DIR}/train/{RUN}.benchmark.tsv"
         conda:
-            "../../envs/model.yaml"
+            MODEL_ENV
         threads: config["resources"]["train"]["threads"]
         resources:
             **job_resources("train"),
@@ -58,7 +58,7 @@ else:
             benchmark:
                 f"{LOG_DIR}/train/stacked/{_job}.benchmark.tsv"
             conda:
-                "../../envs/model.yaml"
+                MODEL_ENV
             threads: stacked_threads("train")
             resources:
                 **stacked_resources("train"),
