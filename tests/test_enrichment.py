@@ -147,4 +147,5 @@ def test_simulation_gene_sets_and_perturbation_groups():
 def test_empty_inputs_give_empty_tables():
     assert enrichment.gsea(np.zeros((2, 5)), list("abcde"), {"x": {"tiny": ["a"]}}).empty
     assert enrichment.latent_targets(np.zeros((3, 2)), ["a", "b", "c"], {}).empty
-    assert isinstance(enrichment.scores_frame(np.zeros((2, 3)), list("abc")), pd.DataFrame)
+    empty = enrichment.scores_frame(np.zeros((0, 3)), list("abc"))  # no latent: no row
+    assert empty.empty and list(empty.columns) == ["latent", "gene", "score", "rank"]

@@ -50,6 +50,27 @@ def _summary(p_values=(15,), alphas=(100,), seeds=SEEDS, methods=METHODS, simula
     return df
 
 
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """The figures saved during a test, in order (their axes can be read after saving)."""
+    from matplotlib.figure import Figure
+
+    figures, save = [], Figure.savefig
+
+    def record(self, *args, **kwargs):
+        if not figures or figures[-1] is not self:
+            figures.append(self)
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    return figures
+
+
+def _matrix(ax) -> np.ndarray:
+    """The matrix a heatmap panel draws."""
+    return np.asarray(ax.collections[0].get_array()).reshape(ax.collections[0].get_array().shape)
+
+
 def _paths(tmp_path, name):
     return [tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"]
 
@@ -179,11 +200,16 @@ def _graphs(k: int, p: int, rng):
 
 
 @pytest.mark.parametrize("k", [12, 100])
-def test_target_graphs_complete(tmp_path, k) -> None:
+def test_target_graphs_complete(tmp_path, k, drawn) -> None:
     truth, learned, perts = _graphs(k, 8, np.random.default_rng(1))
     paths = _paths(tmp_path, f"graphs{k}")
     assert plot_target_graphs(truth, learned, perts, paths, heldout=perts[-k // 5:]) == ""
     _written(paths)
+    panels = [ax for ax in drawn[-1].axes if ax.collections]
+    assert [ax.get_title() for ax in panels] == ["truth", "iVAE", "sVAE", "sVAE+"]
+    assert _matrix(panels[0]).shape == (k, 8) and _matrix(panels[0]).sum() == truth.sum()
+    for ax, method in zip(panels[1:], GRAPH_METHODS):  # each learned graph drawn, edge for edge
+        assert _matrix(ax).sum() == learned[method].sum()
 
 
 def test_target_graphs_notes(tmp_path) -> None:
@@ -226,13 +252,18 @@ def test_permute_to_truth_undoes_permutation_sign_and_scale() -> None:
 # --------------------------------------------------------------------------- shift heatmap (Figure 2)
 
 
-def test_shift_heatmap(tmp_path) -> None:
+def test_shift_heatmap(tmp_path, drawn) -> None:
     rng = np.random.default_rng(4)
     shifts = rng.normal(0, 3, size=(30, 8)) * (rng.uniform(size=(30, 8)) < 0.2)
     perts = [f"g{a}" for a in range(30)]
     paths = _paths(tmp_path, "shifts")
     assert plot_shift_heatmap(shifts, perts, paths, heldout=perts[-5:]) == ""
     _written(paths)
+    heatmap = next(ax for ax in drawn[-1].axes if ax.collections and ax.collections[0].get_array() is not None
+                   and _matrix(ax).shape == (30, 8))
+    assert heatmap.get_xlabel() == "latent" and heatmap.get_ylabel() == "perturbation (* held out)"
+    # clustered: rows reordered, every shift drawn once
+    np.testing.assert_allclose(np.sort(_matrix(heatmap).ravel()), np.sort(shifts.ravel()))
 
     paths = _paths(tmp_path, "one")
     assert "not clustered" in plot_shift_heatmap(shifts[:1], perts[:1], paths)
@@ -262,12 +293,16 @@ def _history(method: str, epochs: int = 60, warmup: int = 10) -> pd.DataFrame:
     })
 
 
-def test_training_curves_complete(tmp_path) -> None:
+def test_training_curves_complete(tmp_path, drawn) -> None:
     paths = _paths(tmp_path, "curves")
     histories = {m: _history(m) for m in METHODS}
     histories["svae_plus"] = [_history("svae_plus"), _history("svae_plus")]  # several seeds
     assert plot_training_curves(histories, paths) == ""
     _written(paths)
+    elbo, density = drawn[-1].axes[:2]
+    assert elbo.get_xlabel() == "epoch" and "ELBO" in elbo.get_ylabel()
+    assert len([line for line in elbo.lines if len(line.get_xdata()) == 60]) >= 6  # a curve per model
+    assert len(density.lines) == 3  # the mask density of sVAE and of sVAE+'s two seeds
     lo, hi = _elbo_limits([_history("vae")])
     assert lo > -450 and hi < -340  # the warm-up epochs (down to -2,000) do not set the y range
 

@@ -78,12 +78,16 @@ def test_targets_with_replacement_collapse() -> None:
 
 
 def test_with_replacement_allows_targets_max_above_n_latent() -> None:
-    cfg = SimulationConfig(
-        n_latent=2, n_perturbations=50, n_heldout=0, targets_per_perturbation=(1, 4),
-        target_sampling="with_replacement",
-    )
-    targets, _ = sample_targets(cfg, np.random.default_rng(3))
-    assert targets.sum(axis=1).max() <= 2
+    """Drawing 1-4 targets among 2 latents is refused without replacement; with replacement
+    (the released code) it is allowed, and repeated draws collapse: every perturbation ends
+    with 1 or 2 distinct targets, both occurring."""
+    settings = dict(n_latent=2, n_perturbations=50, n_heldout=0, targets_per_perturbation=(1, 4))
+    with pytest.raises(ValueError, match="must not exceed n_latent"):
+        SimulationConfig(**settings, target_sampling="without_replacement")
+    cfg = SimulationConfig(**settings, target_sampling="with_replacement")
+    targets, shifts = sample_targets(cfg, np.random.default_rng(3))
+    assert set(targets.sum(axis=1)) == {1, 2}
+    assert np.all((shifts != 0) == targets)
 
 
 def test_shift_distribution() -> None:

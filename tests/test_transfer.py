@@ -245,12 +245,30 @@ def test_a_diverging_fine_tuning_names_its_learning_rate(adata, trained, monkeyp
         transfer_run(trained("svae_plus"), run_data(adata), TRAIN, cfg)
 
 
-def test_the_retraining_time_is_that_of_its_epochs(adata, trained):
-    """retrain_seconds sums the step's history, so that a step resumed from its checkpoint
-    counts every attempt's epochs."""
-    cfg = TransferConfig(retrain_epochs=3, retrain_patience=None, finetune_epochs=2, particles=10)
-    result = transfer_run(trained("svae_plus"), run_data(adata), TRAIN, cfg)
-    assert result.summary["retrain_seconds"] == result.retrain_history["train_seconds"].sum()
+def test_a_resumed_retraining_counts_the_time_of_every_attempt(adata, trained, monkeypatch, tmp_path):
+    """Step 2 killed in its epoch 3 (checkpoints after epochs 1 and 2), then run again: it
+    resumes, and retrain_seconds counts the killed attempt's two epochs as well as the rest."""
+    from sparseshift import train
+
+    check, ckpt = train.check_epoch, tmp_path / "transfer.pt"
+
+    def killed_in_epoch_3(means, elbo_val, has_val, weights_finite, epoch, lr, member=None):
+        if epoch == 3:
+            raise KeyboardInterrupt  # stands for a killed job: its checkpoint stays
+        check(means, elbo_val, has_val, weights_finite, epoch, lr, member)
+
+    cfg = TransferConfig(retrain_epochs=4, retrain_patience=None, finetune_epochs=2, particles=10)
+    train_cfg = replace(TRAIN, checkpoint_every=1)
+    monkeypatch.setattr(train, "check_epoch", killed_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        transfer_run(trained("svae_plus"), run_data(adata), train_cfg, cfg, ckpt)
+    killed = torch.load(ckpt, weights_only=False)["histories"][0]
+    monkeypatch.setattr(train, "check_epoch", check)
+    result = transfer_run(trained("svae_plus"), run_data(adata), train_cfg, cfg, ckpt)
+    history = result.retrain_history
+    assert len(killed) == 2 and history["epoch"].tolist() == [1, 2, 3, 4]
+    assert history["train_seconds"].iloc[:2].tolist() == [row["train_seconds"] for row in killed]
+    assert result.summary["retrain_seconds"] == pytest.approx(history["train_seconds"].sum())
 
 
 def two_runs(adata, trained, method):
