@@ -286,7 +286,7 @@ def deviations(ablations: pd.DataFrame | None, selected: pd.DataFrame | None, su
             effects["conventions"] = (f"sVAE+ (all runs): F1 |r| train {g['graph_f1'].mean():.3f}, |r| all "
                                       f"{g['graph_f1_all'].mean():.3f}, signed all {g['graph_f1_signed'].mean():.3f}")
     effects.setdefault("released_ivae", "not measured on this configuration (on the default configuration: "
-                                        "docs/results.md, 2026-11-29, third session)")
+                                        "docs/notebook.md, 2026-11-29, third session)")
     rows = [{"choice": what, "this pipeline": ours, "paper": paper, "released code": released,
              "measured effect": effects.get(name, "not measured" if name is None else "not measured (no results)")}
             for what, ours, paper, released, name in DEVIATIONS]
