@@ -39,7 +39,7 @@ from . import io
 from .io import InputError
 from .model import SparseShiftVAE
 from .plotting import save_figure
-from .data import count_matrix, perturbation_labels, training_cells
+from .data import count_matrix, dataset_perturbations, perturbation_labels, trained_perturbations, training_cells
 from .io import read_dataset
 
 log = logging.getLogger(__name__)
@@ -295,8 +295,9 @@ def enrichment_from_files(inputs: dict, settings: dict, outputs: dict) -> None:
     if graph is None:
         targets = pd.DataFrame(columns=TARGET_COLUMNS)
     else:
-        labels, names = perturbation_labels(adata, inputs["data"])
-        learned = np.unique(labels[training_cells(adata)])  # the graph's rows that were trained
+        perturbation_labels(adata, inputs["data"])  # checked
+        names, _ = dataset_perturbations(adata, inputs["data"])
+        learned = trained_perturbations(adata, inputs["data"])  # the graph's rows that were trained
         groups = perturbation_groups(adata)
         targets = latent_targets(graph.cpu().numpy()[learned], np.asarray(names)[learned], groups)
     io.write_tsv(targets, outputs["targets"])

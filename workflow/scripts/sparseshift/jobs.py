@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from . import io
-from .data import RunData, load_latents, perturbation_labels
+from .data import RunData, dataset_perturbations, load_latents, perturbation_labels
 from .io import CONSOLE, read_dataset
 from .model import ModelConfig, SparseShiftVAE
 from .runs import evaluate_run, save_model, save_run, train_run, train_stacked, udr_score
@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 
 def run_model_config(adata, path, model_settings: dict) -> ModelConfig:
     """The model of a training job on ``adata``: sized by the dataset, the rest from config."""
-    _, names = perturbation_labels(adata, path)
-    return ModelConfig(n_genes=adata.n_vars, n_perturbations=len(names), perturbations=names, **model_settings)
+    perturbation_labels(adata, path)  # checked
+    names, combinations = dataset_perturbations(adata, path)
+    return ModelConfig(n_genes=adata.n_vars, n_perturbations=len(names), perturbations=names,
+                       combinations=combinations, **model_settings)
 
 
 def run_folder(output) -> str:
@@ -171,9 +173,13 @@ def transfer_inputs(inputs: dict, train_cfg: TrainConfig, dev: torch.device,
         adata = read_dataset(inputs["data"])
         data = RunData(adata, train_cfg.val_fraction, train_cfg.seed, dev, str(inputs["data"]))
     model = SparseShiftVAE.load(inputs["weights"], inputs["config"]).to(dev)
-    if model.cfg.perturbations and list(model.cfg.perturbations) != list(data.names):
+    if model.cfg.perturbations and list(model.cfg.perturbations) != list(data.perturbations):
         raise io.InputError(
             inputs["data"], "uns/perturbations", f"the perturbations the model was trained on ({inputs['config']})"
+        )
+    if dict(model.cfg.combinations) != dict(data.combinations):
+        raise io.InputError(
+            inputs["data"], "uns/combinations", f"the combinations the model was trained on ({inputs['config']})"
         )
     log.info(
         "transfer of %s to %d held-out perturbations (%d cells), device %s",

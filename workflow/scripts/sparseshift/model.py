@@ -92,12 +92,45 @@ class ModelConfig:
     dropout: float = 0.0
     hyperparameters: dict[str, float] = field(default_factory=dict)
     perturbations: list[str] = field(default_factory=list)
+    # The conditions beyond the single perturbations: combination label -> its member
+    # perturbations (labels of ``perturbations``). Condition c < n_perturbations is perturbation
+    # c, condition n_perturbations + i the i-th combination, whose prior mean is the sum of its
+    # members' shifts. Empty (older model.json files): every condition is one perturbation.
+    combinations: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self):
         registered(self.method)  # a ValueError names the known methods
         unknown = set(self.hyperparameters) - set(HYPERPARAMETERS)
         if unknown:
             raise ValueError(f"hyperparameters: unknown {sorted(unknown)}, known {list(HYPERPARAMETERS)}")
+        if self.combinations:
+            if len(self.perturbations) != self.n_perturbations:
+                raise ValueError("combinations need the perturbations' labels (ModelConfig.perturbations)")
+            known = set(self.perturbations)
+            for label, members in self.combinations.items():
+                absent = [m for m in members if m not in known]
+                if not members or absent or len(set(members)) != len(members):
+                    raise ValueError(f"combination {label!r}: members {list(members)} must be distinct "
+                                     f"perturbations of the model (unknown: {absent})")
+
+    @property
+    def n_conditions(self) -> int:
+        """Single perturbations and combinations: the number of distinct cell labels."""
+        return self.n_perturbations + len(self.combinations)
+
+    def condition_members(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The member perturbations of every condition as a padded (n_conditions, S) index
+        matrix (S: the most members of a combination; padding index 0) and its (n_conditions, S)
+        float validity mask; None without combinations."""
+        if not self.combinations:
+            return None
+        index = {name: i for i, name in enumerate(self.perturbations)}
+        rows = [[a] for a in range(self.n_perturbations)]
+        rows += [[index[m] for m in members] for members in self.combinations.values()]
+        width = max(len(r) for r in rows)
+        members = torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.int64)
+        valid = torch.tensor([[1.0] * len(r) + [0.0] * (width - len(r)) for r in rows])
+        return members, valid
 
     def weight(self) -> float | None:
         """The value of the method's swept weight (its registry default when not given);

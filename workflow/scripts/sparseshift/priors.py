@@ -11,6 +11,10 @@ method         prior of a cell under perturbation a          extra loss term
                pi ~ Beta(1, alpha)
 =============  ==========================================  ===============================
 
+A cell of a combination A of perturbations has the prior mean sum_{a in A} of its members'
+shifts (mu_a * m_a, each member its own mask draw; mu_a for iVAE), see
+``ModelConfig.combinations``.
+
 Every prior is built from the model's :class:`~sparseshift.model.ModelConfig`; the registry
 names each method's prior class, and :func:`build_prior` looks it up here.
 """
@@ -88,6 +92,21 @@ class Prior(nn.Module):
         self.n_perturbations = cfg.n_perturbations
         self.n_latent = cfg.n_latent
         self.register_buffer("kl_scale", torch.tensor(1.0), persistent=False)
+        # Combinations of perturbations (ModelConfig.combinations): the labels are conditions,
+        # each the sum of its members' shifts. Buffers rebuilt from the config (not saved), so
+        # that minibatch indexing and vmap (a stack) read them like the labels; without
+        # combinations a label is a perturbation and none of this is used.
+        members = cfg.condition_members()
+        self.combined = members is not None
+        if self.combined:
+            self.register_buffer("members", members[0], persistent=False)
+            self.register_buffer("member_valid", members[1], persistent=False)
+
+    def summed(self, labels: torch.Tensor, per_perturbation) -> torch.Tensor:
+        """Sum over each cell's member perturbations of ``per_perturbation(rows)``, rows the
+        (batch, S) member indices; the padding's terms are zeroed."""
+        rows = self.members[labels]
+        return (per_perturbation(rows) * self.member_valid[labels].unsqueeze(-1)).sum(-2)
 
     def shift(self, labels: torch.Tensor) -> torch.Tensor | None:
         """Prior mean of each cell (batch, n_latent), or None for a centred prior."""
@@ -151,6 +170,8 @@ class ShiftPrior(Prior):
         self.graph_top_k = cfg.ivae_graph_top_k
 
     def shift(self, labels: torch.Tensor) -> torch.Tensor:
+        if self.combined:
+            return self.summed(labels, lambda rows: self.mu[rows])
         return self.mu[labels]
 
     def target_scores(self) -> torch.Tensor:
@@ -209,6 +230,8 @@ class SparseShiftPrior(ShiftPrior):
         return (logits > 0).to(logits.dtype)
 
     def shift(self, labels: torch.Tensor) -> torch.Tensor:
+        if self.combined:  # each member its own mask draw
+            return self.summed(labels, lambda rows: self.mu[rows] * self.mask(rows))
         return self.mu[labels] * self.mask(labels)
 
     def probabilities(self) -> torch.Tensor:

@@ -25,7 +25,7 @@ from .model import SparseShiftVAE
 from .plotting import (
     colour_of, display_name, empty_panel, join_notes, method_order, names_of, save_figure,
 )
-from .data import load_latents, perturbation_labels, training_cells
+from .data import dataset_perturbations, load_latents, perturbation_labels, trained_perturbations, training_cells
 from .io import read_dataset
 
 def _numeric(values: pd.Series) -> pd.Series:
@@ -355,12 +355,14 @@ def run_figure_from_files(figure: str, data_path, runs: dict, paths) -> str:
     """One figure of the runs of a simulation and seed; ``runs``: method -> run folder."""
     adata = read_dataset(data_path)
     train = training_cells(adata)
-    labels, names = perturbation_labels(adata, data_path)
+    perturbation_labels(adata, data_path)  # checked
+    names, _ = dataset_perturbations(adata, data_path)  # the rows of the target graphs
     if figure == "training_curves":
         histories = {m: pd.read_csv(Path(d) / "history.tsv", sep="\t") for m, d in runs.items()}
         return plot_training_curves(histories, paths)
     models = {m: SparseShiftVAE.load(Path(d) / "model.pt", Path(d) / "model.json") for m, d in runs.items()}
-    heldout = sorted(set(np.asarray(names)[labels[~train]]))
+    trained = set(trained_perturbations(adata, data_path).tolist())
+    heldout = sorted(n for i, n in enumerate(names) if i not in trained)
     if figure == "target_graphs":
         z_true = np.asarray(adata.obsm["z_true"])[train]
         learned = {}

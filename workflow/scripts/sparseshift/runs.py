@@ -16,7 +16,7 @@ import torch
 
 from . import io, metrics
 from .batched import fit_many
-from .data import RunData, load_latents, perturbation_labels, training_cells
+from .data import RunData, load_latents, trained_perturbations, training_cells
 from .model import ModelConfig, SparseShiftVAE
 from .train import TrainConfig, TrainingDiverged, fit, seed_everything, select_device
 
@@ -125,6 +125,8 @@ def evaluate_run(adata, model: SparseShiftVAE, latents: np.ndarray) -> dict:
     cells of training perturbations. Graph metrics (for priors that learn a target
     graph) compare the learned graph with the truth in three conventions:
 
+    The graph is over the single perturbations (a combination's targets are its members').
+
     * ``graph_*``: latents matched by |Pearson correlation| (the MCC matching), on the
       training perturbations (held-out ones have no learned mask in this phase);
     * ``graph_*_all``: the same matching, on all perturbations, held-out ones counting
@@ -133,7 +135,6 @@ def evaluate_run(adata, model: SparseShiftVAE, latents: np.ndarray) -> dict:
       perturbations with held-out ones as misses: the released sVAE+ code's
       convention, the one the paper's Table 1 numbers are comparable to.
     """
-    labels, _ = perturbation_labels(adata)
     train = training_cells(adata)
     out: dict = {"mask_density": model.prior.mask_density()}
     if "z_true" not in adata.obsm:
@@ -149,7 +150,7 @@ def evaluate_run(adata, model: SparseShiftVAE, latents: np.ndarray) -> dict:
     g_true = np.asarray(adata.uns["targets"]).astype(bool)
     scores = model.prior.target_scores().cpu().numpy()
     graph = model.prior.target_graph().cpu().numpy().astype(bool)
-    train_perts = np.unique(labels[train])
+    train_perts = trained_perturbations(adata)  # the single perturbations of training cells
     # Held-out perturbations were never trained: their learned rows count as empty.
     graph_all = np.zeros_like(graph)
     graph_all[train_perts] = graph[train_perts]

@@ -9,18 +9,28 @@ Generative process
   ``mu[a, k] = s * m`` with ``m ~ Normal(effect_mean, effect_sd)`` and a random
   sign ``s``; off-target entries are zero.
 * Each cell ``i`` of perturbation ``a_i`` has ``z_i ~ N(mu[a_i], I_p)``.
+* Optionally (``combinations: {count, size, heldout}``) ``count`` combinations of ``size``
+  distinct training perturbations, ``cells_per_perturbation`` cells each, with
+  ``z_i ~ N(sum of the members' mu, I_p)``: their true targets are the union of their
+  members'. The last ``heldout`` combinations form part of the "heldout" split (every
+  member trained: a zero-shot test). Their cells follow the single perturbations' and are
+  drawn after everything else, so the single perturbations' cells are those of the same
+  configuration without combinations (the decoder's logits standardised, and for
+  ``softmax_over: cells`` normalised, with the single perturbations' cells).
 * A random MLP decoder (orthogonal weights, no biases, LeakyReLU(0.2) after
   every hidden layer) maps ``z_i`` to gene logits; a softmax gives the
   proportions ``rho_i`` and counts are ``x_ig ~ Poisson(library_size * rho_ig)``.
 
 All randomness comes from a single ``np.random.default_rng(cfg.seed)`` consumed
-in a fixed order (targets, decoder, latents, counts), so a configuration
+in a fixed order (targets, decoder, latents, counts; then the combinations' members,
+latents and counts), so a configuration
 determines the simulated data exactly.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -91,6 +101,9 @@ class SimulationConfig:
             ``effect_mean`` (the paper's out-of-domain scenarios: test perturbations sparser /
             denser or weaker / stronger than the training ones); unset keys follow the
             training settings.
+        combinations: ``{count, size, heldout}``: ``count`` combinations of ``size`` (default
+            2) distinct training perturbations, the last ``heldout`` (default 0) held out;
+            empty (default): none.
         seed: Seed of the single random generator.
     """
 
@@ -109,6 +122,7 @@ class SimulationConfig:
     standardize_logits: bool = True
     softmax_over: Literal["genes", "cells"] = "genes"
     heldout: dict = field(default_factory=dict)
+    combinations: dict = field(default_factory=dict)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -171,6 +185,35 @@ class SimulationConfig:
             raise ValueError(
                 f"library_size must be a finite positive number, got {self.library_size!r}"
             )
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        unknown = set(self.combinations) - {"count", "size", "heldout"}
+        if unknown:
+            raise ValueError(f"combinations: unknown keys {sorted(unknown)} (count, size, heldout)")
+        count, size, held = self.combination_count, self.combination_size, self.combination_heldout
+        for name, value, least in (("count", count, 0), ("size", size, 2), ("heldout", held, 0)):
+            if not _is_int(value) or value < least:
+                raise ValueError(f"combinations.{name} must be an integer of at least {least}, got {value!r}")
+        if count and size > self.n_train:
+            raise ValueError(f"combinations.size ({size}) must not exceed the training perturbations ({self.n_train})")
+        if count > math.comb(self.n_train, size):
+            raise ValueError(f"combinations.count ({count}) exceeds the {math.comb(self.n_train, size)} distinct "
+                             f"combinations of {size} of the {self.n_train} training perturbations")
+        if held > count:
+            raise ValueError(f"combinations.heldout ({held}) must not exceed combinations.count ({count})")
+
+    @property
+    def combination_count(self) -> int:
+        return self.combinations.get("count", 0)
+
+    @property
+    def combination_size(self) -> int:
+        return self.combinations.get("size", 2)
+
+    @property
+    def combination_heldout(self) -> int:
+        return self.combinations.get("heldout", 0)
 
     def targets_range(self, held_out: bool = False) -> tuple[int, int]:
         """[min, max] targets of a training (or held-out) perturbation."""
@@ -192,13 +235,16 @@ class SimulationConfig:
 
     @property
     def n_cells(self) -> int:
-        """Total number of simulated cells."""
-        return self.n_perturbations * self.cells_per_perturbation
+        """Total number of simulated cells (single perturbations and combinations)."""
+        return (self.n_perturbations + self.combination_count) * self.cells_per_perturbation
 
     def to_dict(self) -> dict[str, int | float | str]:
-        """Return the fields as a JSON-serialisable dict of Python scalars."""
+        """Return the fields as a JSON-serialisable dict of Python scalars (``combinations``
+        only when set, as before it existed)."""
         out: dict[str, int | float | str] = {}
         for spec in dataclasses.fields(self):
+            if spec.name == "combinations" and not self.combinations:
+                continue
             out[spec.name] = _plain(getattr(self, spec.name))
         return out
 
@@ -237,6 +283,46 @@ def sample_targets(
         targets[a, idx] = True
         shifts[a, idx] = sign * magnitude
     return targets, shifts
+
+
+def sample_combinations(cfg: SimulationConfig, rng: np.random.Generator) -> list[tuple[int, ...]]:
+    """``combinations.count`` distinct combinations (sorted member indices) of
+    ``combinations.size`` distinct training perturbations: one ``rng.choice`` per draw, a
+    combination drawn again redrawn."""
+    chosen: list[tuple[int, ...]] = []
+    seen: set[tuple[int, ...]] = set()
+    while len(chosen) < cfg.combination_count:
+        members = tuple(sorted(int(a) for a in rng.choice(cfg.n_train, size=cfg.combination_size, replace=False)))
+        if members not in seen:
+            seen.add(members)
+            chosen.append(members)
+    return chosen
+
+
+def combination_name(names: list[str], members) -> str:
+    """A combination's label: its members' names joined with ``+``."""
+    return "+".join(names[a] for a in members)
+
+
+def _combination_cells(cfg: SimulationConfig, rng: np.random.Generator, weights, shifts, z_single):
+    """The combinations' members, latents and counts, scaled like the single perturbations'
+    cells (their logits' standard deviation; with ``softmax_over: cells``, their per-gene
+    normaliser)."""
+    combos = sample_combinations(cfg, rng)
+    n = cfg.cells_per_perturbation
+    mean = np.stack([shifts[list(c)].sum(0) for c in combos])
+    z = np.repeat(mean, n, axis=0) + rng.standard_normal((len(combos) * n, cfg.n_latent))
+    ref = decoder_logits(weights, z_single)
+    logits = decoder_logits(weights, z)
+    if cfg.standardize_logits:
+        scale = ref.std()
+        ref, logits = ref / scale, logits / scale
+    if cfg.softmax_over == "genes":
+        rho = scipy.special.softmax(logits, axis=1)
+    else:
+        rho = np.exp(logits - scipy.special.logsumexp(ref, axis=0, keepdims=True))
+    counts = rng.poisson(cfg.library_size * rho)
+    return combos, z, counts
 
 
 def _random_orthogonal(n_in: int, n_out: int, rng: np.random.Generator) -> np.ndarray:
@@ -350,22 +436,36 @@ def simulate(cfg: SimulationConfig) -> ad.AnnData:
         ``uns`` entries ``targets`` (int8 ``K x p``), ``shifts`` (float32
         ``K x p``), ``perturbations`` (names), ``simulation`` (config) and
         ``gene_sets`` (the genes each true latent drives, see
-        :func:`latent_gene_programs`).
+        :func:`latent_gene_programs`). With combinations, their cells follow
+        (``perturbation`` their label ``pert_a+pert_b``, ``perturbation_index`` their
+        condition index K + i), and ``uns["combinations"]`` maps each label to its members;
+        ``targets`` and ``shifts`` stay one row per single perturbation.
     """
     rng = np.random.default_rng(cfg.seed)
     targets, shifts = sample_targets(cfg, rng)
     weights = random_decoder(cfg, rng)
 
     pert_index = np.repeat(np.arange(cfg.n_perturbations), cfg.cells_per_perturbation)
-    z = shifts[pert_index] + rng.standard_normal((cfg.n_cells, cfg.n_latent))
+    z = shifts[pert_index] + rng.standard_normal((len(pert_index), cfg.n_latent))
     rho = decode(weights, z, cfg.standardize_logits, cfg.softmax_over)
     counts = rng.poisson(cfg.library_size * rho)
 
     pert_names = perturbation_names(cfg.n_perturbations)
     is_heldout = pert_index >= cfg.n_train
+    categories, z_genes, extra = pert_names, z, {}
+    if cfg.combination_count:
+        combos, z_combo, counts_combo = _combination_cells(cfg, rng, weights, shifts, z)
+        combo_names = [combination_name(pert_names, c) for c in combos]
+        combo_index = np.repeat(np.arange(len(combos)), cfg.cells_per_perturbation)
+        categories = pert_names + combo_names
+        is_heldout = np.concatenate([is_heldout, combo_index >= len(combos) - cfg.combination_heldout])
+        pert_index = np.concatenate([pert_index, cfg.n_perturbations + combo_index])
+        z = np.concatenate([z, z_combo])
+        counts = np.concatenate([counts, counts_combo])
+        extra["combinations"] = {name: [pert_names[a] for a in c] for name, c in zip(combo_names, combos)}
     obs = pd.DataFrame(
         {
-            "perturbation": pd.Categorical.from_codes(pert_index, categories=pert_names),
+            "perturbation": pd.Categorical.from_codes(pert_index, categories=categories),
             "perturbation_index": pert_index.astype(np.int64),
             "split": pd.Categorical.from_codes(
                 is_heldout.astype(np.int8), categories=["train", "heldout"]
@@ -375,7 +475,7 @@ def simulate(cfg: SimulationConfig) -> ad.AnnData:
     )
     genes = _names("gene", cfg.n_genes, 3)
     var = pd.DataFrame(index=pd.Index(genes))
-    programs = latent_gene_programs(weights, z, genes, n_top=max(5, cfg.n_genes // 10))
+    programs = latent_gene_programs(weights, z_genes, genes, n_top=max(5, cfg.n_genes // 10))
 
     return ad.AnnData(
         X=counts.astype(np.float32),
@@ -388,6 +488,7 @@ def simulate(cfg: SimulationConfig) -> ad.AnnData:
             "perturbations": pert_names,
             "simulation": cfg.to_dict(),
             "gene_sets": programs,
+            **extra,
         },
     )
 

@@ -6,7 +6,9 @@ Steps of :func:`prepare_screen`, each driven by a config key of the screen (conf
 1. labels: ``obs[perturbation_key]``; the ``control`` labels become ``control``; with a
    ``combination_separator`` a label's members are parsed (control members such as GEARS'
    ``ctrl`` dropped, the rest sorted, so ``B+A`` and ``A+B`` are one combination) and recorded
-   in ``uns["combinations"]``; each distinct label is one perturbation of the model;
+   in ``uns["combinations"]``: the members are the model's perturbations (a member seen only
+   inside combinations too) and a combination a condition whose cells' prior mean is the sum
+   of its members' shifts (:mod:`sparseshift.data`);
 2. cells: perturbations with fewer than ``min_cells`` cells dropped (listed in the log), at
    most ``max_cells`` per perturbation (a seeded sample);
 3. held-out perturbations: a list, a fraction drawn with the seed, or none;
@@ -203,6 +205,21 @@ def select_genes(counts: sp.csr_matrix, symbols: np.ndarray, settings: dict, bat
     return cols, {"gene_selection": "seurat_v3"}
 
 
+def single_perturbations(adata, combinations: dict[str, list[str]]) -> list[str]:
+    """The model's perturbations of a dataset with combinations: its single labels and every
+    combination's members (those only seen inside combinations too); the ones a training cell
+    carries (alone or in a combination) sorted, then the others sorted."""
+    labels = adata.obs["perturbation"].astype(str).to_numpy()
+    train = adata.obs["split"].astype(str).to_numpy() == "train"
+
+    def singles(values) -> set[str]:
+        return {m for v in set(values) for m in combinations.get(v, [v])}
+
+    trained = singles(labels[train])
+    rest = singles(labels[~train]) - trained
+    return sorted(trained) + sorted(rest)
+
+
 def _h5_safe(value):
     """A nested value as h5ad's uns can store it: None dropped, tuples as lists."""
     if isinstance(value, dict):
@@ -282,6 +299,8 @@ def prepare_screen(path, settings: dict, out_path, *, gene_list: list[str] | Non
     split_perturbations(adata, heldout, f"screen {name!r}", path)
     kept = set(perturbations)
     combinations = {k: v for k, v in members.items() if len(v) > 1 and k in kept}
+    if combinations:
+        adata.uns["perturbations"] = single_perturbations(adata, combinations)
     report = {
         "input": str(path),
         "counts": field,
@@ -289,7 +308,7 @@ def prepare_screen(path, settings: dict, out_path, *, gene_list: list[str] | Non
         "n_genes_in": int(len(var)),
         "n_cells_out": int(adata.n_obs),
         "n_genes_out": int(adata.n_vars),
-        "n_perturbations": len(perturbations),
+        "n_perturbations": len(perturbations) if not combinations else len(set(adata.uns["perturbations"]) - {CONTROL}),
         "n_heldout": len(heldout),
         "n_combinations": len(combinations),
         "n_controls": int((kept_labels == CONTROL).sum()),
