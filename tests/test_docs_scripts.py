@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -243,3 +244,34 @@ def test_compare_weights_finds_one_changed_weight_latent_or_history_row(tmp_path
         save(tmp_path / name, **change)
         assert compare.main([str(tmp_path / "before"), str(tmp_path / name)]) == 1
         assert f"DIFFERS: {name}" in capsys.readouterr().out
+
+
+def test_verify_runs_samples_the_first_stacked_job_of_every_method(monkeypatch):
+    """The paper configuration's sample: every method's first training stack, whole (a stack's
+    numbers depend on its members), of which the runs (not the replicates) are compared."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    verify = load("verify_runs")
+    plan = verify.Plan(verify.load_config([SCRIPTS.parents[1] / "config" / "paper.yaml"], Path("/tmp/v")))
+    members = verify.sample(plan, 1)
+    first = {}
+    for job, stack in plan.stacks(transfer=False).items():
+        first.setdefault(stack[0].method, stack)
+    assert sorted({m.method for m in members}) == sorted(plan.config["methods"])
+    assert members == [m for stack in first.values() for m in stack]
+    assert len(verify.sample(plan, 2)) > len(members)
+
+
+def test_write_table1_cites_a_verification_at_head_only(write_table1, tmp_path):
+    """A table whose runs' workflow/ differs from HEAD's is valid with verify_runs.py's report
+    made at HEAD with every run identical; a stale or failed report is refused."""
+    old = write_table1.git("rev-list", "--max-parents=0", "HEAD").splitlines()[0]  # the first commit
+    summary = pd.DataFrame({"code_version": [old]})
+    head = write_table1.git("rev-parse", "HEAD")
+    report = tmp_path / "verification.json"
+    for content, verified in [({"head": head, "runs": 6, "identical": 6, "methods": ["vae"]}, True),
+                              ({"head": head, "runs": 6, "identical": 5, "methods": ["vae"]}, False),
+                              ({"head": old, "runs": 6, "identical": 6, "methods": ["vae"]}, False)]:
+        report.write_text(json.dumps(content))
+        _, same = write_table1.provenance(summary, report)
+        assert ("verified at HEAD: 6 of 6 runs" in same) == verified
+        assert ("no verification at HEAD" in same) != verified

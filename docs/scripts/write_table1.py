@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
+import json
 import platform
 import subprocess
 import sys
@@ -103,10 +104,12 @@ def git(*args) -> str:
     return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def provenance(summary: pd.DataFrame) -> tuple[str, str]:
+def provenance(summary: pd.DataFrame, verification: Path | None = None) -> tuple[str, str]:
     """The commit(s) the runs were produced by, and whether HEAD's workflow/ and config/ equal
     theirs. Several commits are one version of the pipeline when their workflow/ and config/
-    are identical (a run resumed after a commit that touched only docs/, say)."""
+    are identical (a run resumed after a commit that touched only docs/, say). When they differ,
+    ``verification`` (the ``verification.json`` of ``verify_runs.py``) made at HEAD is the
+    evidence that HEAD reproduces a sample of the runs."""
     versions = sorted({v for col in VERSION_COLUMNS if col in summary for v in summary[col].dropna().astype(str)})
     if not versions or any(v.endswith("+modified") or v == "unknown" for v in versions):
         return ", ".join(versions) or "unknown", "not a clean commit: these numbers cannot be tied to one version"
@@ -119,8 +122,14 @@ def provenance(summary: pd.DataFrame) -> tuple[str, str]:
     named = ", ".join(f"`{v}`" for v in versions)
     if not differ:
         return named, f"`workflow/` and `config/` at HEAD ({head[:12]}) are identical to {'it' if len(versions) == 1 else 'each'}"
-    return named, (f"**`workflow/` or `config/` at HEAD ({head[:12]}) differ from "
-                   f"{', '.join(v[:12] for v in differ)}: re-run the pipeline**")
+    changed = f"`workflow/` or `config/` at HEAD ({head[:12]}) differ from {', '.join(v[:12] for v in differ)}"
+    checked = json.loads(verification.read_text()) if verification and verification.is_file() else {}
+    if checked.get("head") == head and checked["runs"] and checked["identical"] == checked["runs"]:
+        return named, (f"{changed}; verified at HEAD: {checked['identical']} of {checked['runs']} runs re-run "
+                       f"({', '.join(checked['methods'])}) identical to the recorded ones, weights and metrics "
+                       "(`docs/scripts/verify_runs.py`)")
+    return named, (f"**{changed}, and no verification at HEAD: re-run the pipeline, or a sample of it with "
+                   "`docs/scripts/verify_runs.py`**")
 
 
 def method_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -418,6 +427,8 @@ def main(argv=None) -> None:
                          "default: PAPER/simulation/sign_flips.tsv)")
     ap.add_argument("--simulation", default="paper", help="the paper configuration's Table 1 setting")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "table1.md")
+    ap.add_argument("--verification", type=Path, default=REPO / "results" / "verify" / "verification.json",
+                    help="verify_runs.py's report: the paper runs re-run at HEAD (when workflow/ changed since)")
     args = ap.parse_args(argv)
     paper_values = yaml.safe_load((REPO / "config" / "paper.yaml").read_text()).get("paper_table1", {})
 
@@ -427,7 +438,7 @@ def main(argv=None) -> None:
     summary, selection, partial = got
     summary = method_rows(summary[summary["simulation"] == args.simulation])
     selected = summary[summary["selected"].astype(bool)]
-    commit, same = provenance(summary)
+    commit, same = provenance(summary, args.verification)
     ablations = pd.read_csv(args.ablations, sep="\t") if args.ablations.exists() else None
     particles = pd.read_csv(args.particles, sep="\t") if args.particles.exists() else None
     flips_path = args.sign_flips or args.paper / "simulation" / "sign_flips.tsv"
