@@ -4,6 +4,7 @@ datasets and screens with combinations."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 
@@ -20,7 +21,7 @@ from sparseshift.runs import evaluate_run, train_run, train_stacked
 from sparseshift.screens.prepare import prepare_screen
 from sparseshift.simulate import SimulationConfig, simulate
 from sparseshift.train import TrainConfig
-from sparseshift.transfer import TransferConfig, transfer_run
+from sparseshift.transfer import TransferConfig, transfer_run, transfer_stacked
 
 PERTURBATIONS = ["a", "b", "c", "d"]
 COMBINATIONS = {"a+b": ["a", "b"], "b+c+d": ["b", "c", "d"], "a+d": ["a", "d"]}
@@ -181,6 +182,10 @@ def test_a_combination_dataset_as_the_model_sees_it():
     # held out: the single perturbation no training cell carries, not the held-out combination's members
     assert data.heldout_perturbations.tolist() == [5]
     np.testing.assert_array_equal(trained_perturbations(adata), np.arange(5))
+    # zero-shot: the cells of the held-out combination (its members trained), not those of pert_005
+    last = list(adata.uns["combinations"])[-1]
+    np.testing.assert_array_equal(data.zero_shot_cells,
+                                  np.flatnonzero((adata.obs["perturbation"].astype(str) == last).to_numpy()))
     cfg = run_model_config(adata, "<dataset>", {"method": "svae", "n_latent": 3, "n_hidden": 16})
     assert cfg.n_perturbations == 6 and cfg.combinations == combos and cfg.n_conditions == 10
 
@@ -213,6 +218,7 @@ def test_a_combination_dataset_trains_alone_and_stacked_alike():
     assert model.prior.target_graph().shape == (6, 3)
     metrics = evaluate_run(adata, model, latents)
     assert np.isfinite(metrics["graph_f1"]) and np.isfinite(metrics["mcc_pearson"])
+    assert 0 <= metrics["graph_f1_zero_shot"] <= 1
 
 
 def test_the_transfer_of_a_combination_dataset():
@@ -220,14 +226,24 @@ def test_the_transfer_of_a_combination_dataset():
     model_cfg = run_model_config(adata, "<dataset>", {"method": "svae", "n_latent": 3, "n_hidden": 16})
     train_cfg = TrainConfig(epochs=3, batch_size=64, warmup_epochs=1, seed=0)
     model, *_ = train_run(adata, model_cfg, train_cfg, device="cpu")
-    trained_mu = model.prior.mu.detach().clone()
+    trained = copy.deepcopy(model)
     data = RunData(adata, train_cfg.val_fraction, 0, torch.device("cpu"))
     result = transfer_run(model, data, train_cfg, TransferConfig(retrain_epochs=2, finetune_epochs=2, particles=4))
-    assert result.summary["n_heldout_perturbations"] == 1 and np.isfinite(result.summary["inll"])
-    assert set(result.per_perturbation["perturbation"]) == {"pert_005", *[k for k, _ in list(
-        adata.uns["combinations"].items())[-1:]]}
-    # step 3 fits the held-out perturbation's shift only
-    assert model.prior.mu.shape == trained_mu.shape
+    summary = result.summary
+    assert summary["n_heldout_perturbations"] == 1 and np.isfinite(summary["inll"])
+    last = list(adata.uns["combinations"])[-1]
+    table = result.per_perturbation.set_index("perturbation")
+    assert set(table.index) == {"pert_005", last}
+    # point 2: the held-out combination of trained perturbations scored zero-shot, with step 1's
+    # model (the summed learned shifts, nothing fitted), beside its I-NLL after step 3
+    assert summary["n_zero_shot_combinations"] == 1 and summary["n_zero_shot_cells"] == 40
+    generator = torch.Generator().manual_seed(0)
+    expected = -float(trained.iwelbo(*data.cells(data.zero_shot_cells), 4, generator).mean())
+    assert summary["inll_zero_shot"] == pytest.approx(expected, rel=1e-6)
+    assert summary["inll_zero_shot"] != summary["inll_combinations"]  # step 2 retrained the model
+    assert summary["inll_combinations"] == pytest.approx(table.loc[last, "inll"], rel=1e-6)
+    assert table.loc[last, "inll_zero_shot"] == pytest.approx(expected, rel=1e-6)
+    assert np.isnan(table.loc["pert_005", "inll_zero_shot"])
 
 
 # ----------------------------------------------------------------------------- screens
@@ -247,3 +263,42 @@ def test_a_screen_with_combinations_has_their_members_as_perturbations(tmp_path)
     assert names[-2:] == ["P00_P01", "P02_P04"]
     data = RunData(out, 0.1, 0, torch.device("cpu"))
     assert [perts[i] for i in data.heldout_perturbations] == ["P03"]
+
+
+def test_the_zero_shot_targets_of_a_combination_are_the_union_of_its_members():
+    """A model whose learned graph is the truth (latents the true ones) predicts the held-out
+    combination's targets exactly; one wrong member row lowers the zero-shot F1 only."""
+    adata = simulate(SimulationConfig(n_latent=6, n_perturbations=6, n_heldout=1, cells_per_perturbation=30,
+                                      n_genes=20, decoder_hidden=16, targets_per_perturbation=(1, 1),
+                                      combinations={"count": 3, "size": 2, "heldout": 1}))
+    cfg = run_model_config(adata, "<dataset>", {"method": "svae", "n_latent": 6, "n_hidden": 16})
+    model = SparseShiftVAE(cfg)
+    truth = torch.as_tensor(np.asarray(adata.uns["targets"]), dtype=torch.float32)
+    with torch.no_grad():
+        model.prior.logits.copy_(20 * truth - 10)
+    latents = np.asarray(adata.obsm["z_true"])
+    metrics = evaluate_run(adata, model, latents)
+    assert metrics["graph_f1_zero_shot"] == 1.0 and metrics["graph_f1"] == 1.0
+    last = list(adata.uns["combinations"].values())[-1]
+    member = list(adata.uns["perturbations"]).index(last[0])
+    with torch.no_grad():
+        model.prior.logits[member] = 10.0  # this member now targets every latent
+    worse = evaluate_run(adata, model, latents)
+    assert worse["graph_f1_zero_shot"] < 1.0 and worse["graph_precision_zero_shot"] < 1.0
+    assert worse["graph_recall_zero_shot"] == 1.0
+
+
+def test_the_stacked_transfer_scores_combinations_zero_shot_too():
+    adata = combo_dataset()
+    model_cfg = run_model_config(adata, "<dataset>", {"method": "ivae", "n_latent": 3, "n_hidden": 16})
+    cfgs = [TrainConfig(epochs=2, batch_size=64, warmup_epochs=1, seed=s) for s in range(2)]
+    trained = train_stacked([adata] * 2, [model_cfg] * 2, cfgs, device="cpu")
+    models = [m for m, *_ in trained]
+    copies = [copy.deepcopy(m) for m in models]
+    datas = [RunData(adata, c.val_fraction, c.seed, torch.device("cpu")) for c in cfgs]
+    results = transfer_stacked(models, datas, cfgs, TransferConfig(retrain_epochs=2, finetune_epochs=2, particles=3))
+    for result, model, data, cfg in zip(results, copies, datas, cfgs):
+        generator = torch.Generator().manual_seed(cfg.seed)  # each run's own IWELBO draws
+        expected = -float(model.iwelbo(*data.cells(data.zero_shot_cells), 3, generator).mean())
+        assert result.summary["inll_zero_shot"] == pytest.approx(expected, rel=1e-6)
+        assert np.isfinite(result.summary["inll_combinations"])

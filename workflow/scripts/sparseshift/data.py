@@ -125,8 +125,13 @@ class RunData:
             trained = perturbations_of(labels[train_cells], members)
             seen = perturbations_of(labels[self.heldout_cells], members)
             self.heldout_perturbations = np.setdiff1d(seen, trained)
+            # held-out combinations every member of which was trained: predicted zero-shot
+            zero_shot = np.array([c >= len(self.perturbations) and bool(np.isin(ms, trained).all())
+                                  for c, ms in enumerate(members)])
+            self.zero_shot_cells = self.heldout_cells[zero_shot[labels[self.heldout_cells]]]
         else:
             self.heldout_perturbations = np.unique(labels[self.heldout_cells])
+            self.zero_shot_cells = np.array([], dtype=np.int64)
         self.x = torch.as_tensor(x, device=device)
         self.labels = torch.as_tensor(labels, device=device)
         self.device = device
