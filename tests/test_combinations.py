@@ -27,9 +27,9 @@ PERTURBATIONS = ["a", "b", "c", "d"]
 COMBINATIONS = {"a+b": ["a", "b"], "b+c+d": ["b", "c", "d"], "a+d": ["a", "d"]}
 
 
-def combo_config(method: str, **kw) -> ModelConfig:
+def combo_config(method: str, combinations=COMBINATIONS, **kw) -> ModelConfig:
     return ModelConfig(method=method, n_genes=10, n_latent=5, n_perturbations=4, perturbations=PERTURBATIONS,
-                       combinations=COMBINATIONS, hyperparameters={"alpha": 5.0} if method == "svae_plus" else {},
+                       combinations=combinations, hyperparameters={"alpha": 5.0} if method == "svae_plus" else {},
                        **kw)
 
 
@@ -59,10 +59,12 @@ def test_a_combination_prior_mean_is_the_sum_of_its_members_shifts(method):
     sums = torch.stack([expected[[0, 1]].sum(0), expected[[1, 2, 3]].sum(0), expected[[0, 3]].sum(0),
                         expected[[0, 1]].sum(0), expected[0]])
     torch.testing.assert_close(prior.shift(labels), sums)
-    # the same through the stacked path (vmap over models, each with its own shifts)
-    models = [model, randomised(cfg, 1)]
+    # the same through the stacked path (vmap over models, each with its own shifts and its
+    # own combinations of the same shape)
+    other = dict(zip(COMBINATIONS, [["c", "d"], ["a", "b", "c"], ["b", "d"]]))
+    models = [model, randomised(cfg, 1), randomised(combo_config(method, combinations=other), 2)]
     stack = ModelStack(models).train(False)
-    out = stack("prior.shift", torch.stack([labels, labels]), randomness="same")
+    out = stack("prior.shift", torch.stack([labels] * 3), randomness="same")
     for i, m in enumerate(models):
         torch.testing.assert_close(out[i], m.prior.shift(labels))
     assert not torch.equal(out[0], out[1])
@@ -289,13 +291,17 @@ def test_the_zero_shot_targets_of_a_combination_are_the_union_of_its_members():
 
 
 def test_the_stacked_transfer_scores_combinations_zero_shot_too():
-    adata = combo_dataset()
-    model_cfg = run_model_config(adata, "<dataset>", {"method": "ivae", "n_latent": 3, "n_hidden": 16})
+    """The seeds of a simulation (each its own combinations) trained and transferred as one stack."""
+    adatas = [combo_dataset(seed) for seed in range(2)]
+    assert adatas[0].uns["combinations"].keys() != adatas[1].uns["combinations"].keys()
+    model_cfgs = [run_model_config(a, "<dataset>", {"method": "svae", "n_latent": 3, "n_hidden": 16})
+                  for a in adatas]
     cfgs = [TrainConfig(epochs=2, batch_size=64, warmup_epochs=1, seed=s) for s in range(2)]
-    trained = train_stacked([adata] * 2, [model_cfg] * 2, cfgs, device="cpu")
+    trained = train_stacked(adatas, model_cfgs, cfgs, device="cpu")
     models = [m for m, *_ in trained]
+    assert [m.cfg.combinations for m in models] == [c.combinations for c in model_cfgs]
     copies = [copy.deepcopy(m) for m in models]
-    datas = [RunData(adata, c.val_fraction, c.seed, torch.device("cpu")) for c in cfgs]
+    datas = [RunData(a, c.val_fraction, c.seed, torch.device("cpu")) for a, c in zip(adatas, cfgs)]
     results = transfer_stacked(models, datas, cfgs, TransferConfig(retrain_epochs=2, finetune_epochs=2, particles=3))
     for result, model, data, cfg in zip(results, copies, datas, cfgs):
         generator = torch.Generator().manual_seed(cfg.seed)  # each run's own IWELBO draws

@@ -155,8 +155,14 @@ class ModelConfig:
 
     def stack_key(self) -> dict:
         """The settings models must share to be trained as one stack: all but the swept
-        weights (``PER_MODEL``), which the model holds as tensors of its own."""
-        return {k: v for k, v in self.to_dict().items() if k not in PER_MODEL}
+        weights (``PER_MODEL``), which the model holds as tensors of its own, and of the
+        combinations their number and largest size."""
+        key = {k: v for k, v in self.to_dict().items() if k not in PER_MODEL}
+        if self.combinations:
+            # the prior's buffers of members, which models of one shape may each hold their own
+            # of (the seeds of a simulation draw their own combinations): their shape only
+            key["combinations"] = [len(self.combinations), max(len(m) for m in self.combinations.values())]
+        return key
 
 
 class SparseShiftVAE(nn.Module):
