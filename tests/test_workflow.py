@@ -407,7 +407,7 @@ def test_slurm_profile_dry_run_gives_training_a_gpu(tmp_path):
         assert "gpu=1" not in line and "slurm_partition=cpu" in line, line
     # the paper configuration stacks: its stacked jobs, named by the workflow, take the
     # profile's settings of train and transfer (the GPU partition)
-    stacked = planned("--configfile", PAPER)
+    stacked = planned("--configfile", PAPER, "--", "simulation", "replogle")  # replogle: asked for explicitly
     lines = [line for rule, found in stacked.items() if rule.startswith(("train_stack_", "transfer_stack_"))
              for line in found]
     # simulation: 17 training and 6 transfer jobs; Replogle: 45 of each (one model each)
