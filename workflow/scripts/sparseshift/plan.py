@@ -283,7 +283,12 @@ class Plan:
         return {**self.arm_config(wildcards)["train"], "seed": seed}
 
     def transfer_settings(self, wildcards) -> dict:
-        return self.arm_config(wildcards)["transfer"]
+        """TransferConfig of a run; the options that are off (``few_shot: []``) left out, so
+        that a configuration without them gives the jobs today's parameters."""
+        settings = dict(self.arm_config(wildcards)["transfer"])
+        if not settings.get("few_shot", True):
+            del settings["few_shot"]
+        return settings
 
     def record(self, wildcards) -> dict:
         """Identifiers and setting of a run, as they appear in its metrics and summary.tsv."""

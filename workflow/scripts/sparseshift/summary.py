@@ -77,6 +77,16 @@ TABLE1_COLUMNS = {
     "UDR": "udr",
 }
 SELECTION_COLUMNS = ["seed", "method", "n_latent", "run", "candidates", "udr", "selected"]
+# Few-shot transfer (transfer.few_shot): one column of each per k in the runs' metrics, in
+# order of k, after EXTRA_COLUMNS; absent when no run has them.
+FEW_SHOT_PATTERNS = ["inll_few_shot_k{}", "n_few_shot_cells_k{}"]
+
+
+def few_shot_columns(columns) -> list[str]:
+    """The few-shot columns among ``columns`` (``inll_few_shot_k<k>`` ...), by k."""
+    ks = sorted({int(c[len("inll_few_shot_k"):]) for c in columns
+                 if c.startswith("inll_few_shot_k") and c[len("inll_few_shot_k"):].isdigit()})
+    return [pattern.format(k) for k in ks for pattern in FEW_SHOT_PATTERNS]
 
 
 def load_metrics(paths, by: str = "simulation") -> pd.DataFrame:
@@ -87,7 +97,7 @@ def load_metrics(paths, by: str = "simulation") -> pd.DataFrame:
         with open(path) as fh:
             rows.append(json.load(fh))
     df = pd.DataFrame(rows)
-    columns = [by] + ID_COLUMNS + METRIC_COLUMNS + EXTRA_COLUMNS
+    columns = [by] + ID_COLUMNS + METRIC_COLUMNS + EXTRA_COLUMNS + few_shot_columns(df.columns)
     for col in columns:
         if col not in df:
             df[col] = np.nan

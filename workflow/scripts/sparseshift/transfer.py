@@ -12,6 +12,10 @@ then the ELBO and the importance-weighted ELBO with T particles on the held-out 
 Held-out combinations whose members were all trained are also scored zero-shot: the IWELBO
 of step 1's model (the sum of the members' learned shifts, nothing fitted on any held-out
 cell), ``inll_zero_shot`` beside ``inll_combinations`` (the same cells after step 3).
+Few-shot transfer (``TransferConfig.few_shot``, issue 29 point 3): for each k, step 3 is
+fitted again from step 2's model on k cells of each held-out condition only (drawn with the
+run's seed, :func:`few_shot_splits`) and the IWELBO scored on that condition's other held-out
+cells (``inll_few_shot_k<k>``); the full protocol above is the k = all row.
 Methods are compared on I-NLL = -IWELBO per cell (lower is better). Models without
 perturbation parameters (VAE, beta-VAE) go through step 2 (more training, the same
 budget as the others) and have nothing to fit in step 3.
@@ -23,7 +27,7 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -55,6 +59,14 @@ class TransferConfig:
     # step 2's IWELBO of models that have a step 3 (False: NaN, one IWELBO saved per run)
     score_retrained: bool = True
     iwelbo_memory_mb: float = 64.0
+    # few-shot transfer: step 3 fitted on k cells per held-out condition, scored on the others
+    few_shot: list[int] = field(default_factory=list)
+
+    def __post_init__(self):
+        ks = [int(k) for k in self.few_shot]
+        if any(k < 1 for k in ks) or len(set(ks)) != len(ks):
+            raise ValueError(f"transfer.few_shot: distinct numbers of cells >= 1, not {list(self.few_shot)}")
+        self.few_shot = sorted(ks)
 
 
 @dataclass
@@ -84,8 +96,10 @@ def retrain(model, data, train_cfg: TrainConfig, cfg: TransferConfig, checkpoint
     return fit(model, data.x, data.labels, data.train_cells, data.val_cells, phase_cfg, checkpoint)
 
 
-def finetune(model, data, held_out: torch.Tensor, train_cfg: TrainConfig, cfg: TransferConfig):
-    """Step 3: only the held-out perturbations' shifts are fitted, on the held-out cells.
+def finetune(model, data, held_out: torch.Tensor, train_cfg: TrainConfig, cfg: TransferConfig,
+             cells: np.ndarray | None = None):
+    """Step 3: only the held-out perturbations' shifts are fitted, on the held-out cells
+    (``cells``: those of a few-shot split).
 
     Returns the history, empty when the model has no shifts to fit.
     """
@@ -93,8 +107,38 @@ def finetune(model, data, held_out: torch.Tensor, train_cfg: TrainConfig, cfg: T
     if not params:
         return pd.DataFrame(columns=HISTORY_COLUMNS)
     no_validation = np.array([], dtype=np.int64)
-    return fit(model, data.x, data.labels, data.heldout_cells, no_validation, finetune_config(train_cfg, cfg),
+    cells = data.heldout_cells if cells is None else cells
+    return fit(model, data.x, data.labels, cells, no_validation, finetune_config(train_cfg, cfg),
                parameters=params)
+
+
+# The few-shot draw's own stream of random numbers (beside the seed's other uses).
+FEW_SHOT_STREAM = 29
+
+
+def few_shot_splits(heldout_cells: np.ndarray, labels: np.ndarray, seed: int,
+                    ks: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """The cells of each few-shot transfer: k -> (fitted, scored), sorted cell indices.
+
+    ``labels`` are the conditions of ``heldout_cells``. The cells of each held-out condition
+    (a perturbation, or a combination) are put in one random order drawn with ``seed``
+    alone, the same for every method and every k: its first k cells are fitted, the others
+    scored (the k-cell sets are nested). A condition with k cells or fewer is fitted on all
+    of them and scores none (its few-shot I-NLL is NaN, and it counts in
+    ``n_few_shot_unscored_k<k>``)."""
+    rng = np.random.default_rng([FEW_SHOT_STREAM, int(seed)])
+    orders = [heldout_cells[labels == c] for c in np.unique(labels)]
+    orders = [cells[rng.permutation(len(cells))] for cells in orders]
+    empty = np.array([], dtype=np.int64)
+    return {
+        k: (np.sort(np.concatenate([o[:k] for o in orders] or [empty])),
+            np.sort(np.concatenate([o[k:] for o in orders] or [empty])))
+        for k in ks
+    }
+
+
+def has_step_3(model: SparseShiftVAE, cfg: TransferConfig) -> bool:
+    return model.prior.shift_parameter() is not None and cfg.finetune_epochs > 0
 
 
 class HeldOut:
@@ -109,6 +153,9 @@ class HeldOut:
         self.timing: dict[str, float] = {}
         self.elbos: dict[str, float] = {}
         self.zero_shot: np.ndarray | None = None  # held-out cells scored zero-shot (see before())
+        labels = data.labels[data.heldout_cells].cpu().numpy()
+        self.splits = few_shot_splits(data.heldout_cells, labels, seed, cfg.few_shot)
+        self.few_shot: dict[int, dict] = {}
 
     def before(self, model: SparseShiftVAE) -> None:
         """Step 1's score (and its zero-shot IWELBO of held-out combinations of trained
@@ -136,8 +183,7 @@ class HeldOut:
         self.timing["retrain_seconds"] = float(history["train_seconds"].sum())
         self.elbos = self.data.split_elbos(model, suffix="_retrained")
         self.scores["elbo_heldout_retrained"] = model.elbo(self.x, self.labels, reduction="none")
-        has_step_3 = model.prior.shift_parameter() is not None and self.cfg.finetune_epochs > 0
-        if self.cfg.score_retrained or not has_step_3:
+        if self.cfg.score_retrained or not has_step_3(model, self.cfg):
             self.iwelbo("iwelbo_heldout_retrained", model)
         else:  # not asked for, and not the final score
             self.scores["iwelbo_heldout_retrained"] = torch.full_like(self.scores["elbo_heldout_retrained"], math.nan)
@@ -152,6 +198,21 @@ class HeldOut:
         else:  # nothing was fitted: step 3's model is step 2's
             self.scores["elbo_heldout"] = self.scores["elbo_heldout_retrained"]
             self.scores["iwelbo_heldout"] = self.scores["iwelbo_heldout_retrained"]
+
+    def few_shot_scored(self, k: int, model: SparseShiftVAE, history: pd.DataFrame, lr: float) -> None:
+        """The few-shot transfer with k cells: ``model`` (fitted on ``self.splits[k][0]``)
+        scored on the other held-out cells, the IWELBO's generator seeded as for the others."""
+        fitted, scored = self.splits[k]
+        iwelbo = np.array([], dtype=np.float64)
+        if len(scored):
+            self.generator.manual_seed(self.seed)
+            x, labels = self.data.cells(scored)
+            iwelbo = model.iwelbo(x, labels, self.cfg.particles, self.generator,
+                                  self.cfg.iwelbo_memory_mb).cpu().numpy().astype(np.float64)
+            if not np.isfinite(iwelbo).all():
+                raise TrainingDiverged(f"few-shot (k = {k}) held-out score", None, lr).update(step="the transfer")
+        self.few_shot[k] = {"fitted": fitted, "scored": np.isin(self.data.heldout_cells, scored), "iwelbo": iwelbo,
+                            "epochs": int(len(history))}
 
     def result(self, retrained, model, retrain_history, finetune_history, lr: float) -> TransferResult:
         data = self.data
@@ -180,10 +241,26 @@ class HeldOut:
                 "n_zero_shot_cells": int(self.zero_shot.sum()),
                 "n_zero_shot_combinations": int(per_cell.loc[self.zero_shot, "perturbation"].nunique()),
             }
+        few_shot = {}
+        for k, fs in self.few_shot.items():
+            column = f"iwelbo_few_shot_k{k}"
+            per_cell[column] = np.nan
+            per_cell.loc[fs["scored"], column] = fs["iwelbo"]
+            by_condition = per_cell.groupby("perturbation", sort=False)[column].mean()
+            per_pert[f"inll_few_shot_k{k}"] = -by_condition.reindex(per_pert.index)
+            scored_per_condition = per_cell.groupby("perturbation", sort=False)[column].count()
+            few_shot.update({
+                f"inll_few_shot_k{k}": float(-fs["iwelbo"].mean()) if len(fs["iwelbo"]) else float("nan"),
+                f"n_few_shot_cells_k{k}": int(fs["scored"].sum()),
+                f"n_few_shot_fitted_k{k}": int(len(fs["fitted"])),
+                f"n_few_shot_unscored_k{k}": int((scored_per_condition == 0).sum()),
+                f"few_shot_epochs_run_k{k}": fs["epochs"],
+            })
         summary = {
             **{k: float(per_cell[k].mean()) for k in SCORES},
             "inll": float(-per_cell["iwelbo_heldout"].mean()),
             **zero_shot,
+            **few_shot,
             **self.elbos,
             "n_particles": self.cfg.particles,
             "n_heldout_cells": int(len(data.heldout_cells)),
@@ -231,7 +308,45 @@ def transfer_run(
     except TrainingDiverged as err:
         raise err.update(step="step 3 of the transfer (fine-tuning)", lr_key="transfer.finetune_lr")
     held.finetuned(model, finetune_history, time.perf_counter() - tic)
+    for k in cfg.few_shot:  # after the full protocol, whose numbers stay as they were
+        few = copy.deepcopy(retrained)
+        seed_everything(train_cfg.seed)
+        try:
+            history = finetune(few, data, held.held_out, train_cfg, cfg, cells=held.splits[k][0])
+        except TrainingDiverged as err:
+            raise err.update(step=f"step 3 of the few-shot transfer (k = {k})", lr_key="transfer.finetune_lr")
+        held.few_shot_scored(k, few, history, train_cfg.lr)
     return held.result(retrained, model, retrain_history, finetune_history, train_cfg.lr)
+
+
+def few_shot_stacked(held: list, retrained: list, datas: list, train_cfgs: list[TrainConfig],
+                     cfg: TransferConfig) -> None:
+    """The few-shot transfers of a stack's runs (:func:`transfer_stacked`): for each k, step 3
+    from copies of the step-2 models, as one stack when every run fits as many cells (else
+    run by run), then each scored."""
+    seeds = [c.seed for c in train_cfgs]
+    xs, labels = [d.x for d in datas], [d.labels for d in datas]
+    for k in cfg.few_shot:
+        models = [copy.deepcopy(m) for m in retrained]
+        fitted = [h.splits[k][0] for h in held]
+        try:
+            if not has_step_3(models[0], cfg):
+                histories = [pd.DataFrame(columns=HISTORY_COLUMNS)] * len(models)
+            elif len({len(f) for f in fitted}) == 1:
+                for h, model in zip(held, models):
+                    model.freeze_all_but_shifts(h.held_out)
+                histories = fit_many(models, xs, labels, fitted, [np.array([], dtype=np.int64)] * len(models),
+                                     finetune_config(train_cfgs[0], cfg), seeds,
+                                     trainable={"prior.mu": models[0].shift_rows(held[0].held_out)})
+            else:
+                histories = []
+                for h, model, data, c in zip(held, models, datas, train_cfgs):
+                    seed_everything(c.seed)
+                    histories.append(finetune(model, data, h.held_out, c, cfg, cells=h.splits[k][0]))
+        except TrainingDiverged as err:
+            raise err.update(step=f"step 3 of the few-shot transfer (k = {k})", lr_key="transfer.finetune_lr")
+        for h, model, history, c in zip(held, models, histories, train_cfgs):
+            h.few_shot_scored(k, model, history, c.lr)
 
 
 def transfer_stacked(
@@ -271,9 +386,9 @@ def transfer_stacked(
             raise err.update(step="step 3 of the transfer (fine-tuning)", lr_key="transfer.finetune_lr")
     else:
         finetune_histories = [pd.DataFrame(columns=HISTORY_COLUMNS)] * len(models)
-    results = []
-    for h, model, copy_, r_hist, f_hist, c in zip(held, models, retrained, retrain_histories,
-                                                  finetune_histories, train_cfgs):
+    for h, model, f_hist in zip(held, models, finetune_histories):
         h.finetuned(model, f_hist, float(f_hist["train_seconds"].sum()) if len(f_hist) else 0.0)
-        results.append(h.result(copy_, model, r_hist, f_hist, c.lr))
-    return results
+    few_shot_stacked(held, retrained, datas, train_cfgs, cfg)  # after the full protocol's scores
+    return [h.result(copy_, model, r_hist, f_hist, c.lr)
+            for h, model, copy_, r_hist, f_hist, c in zip(held, models, retrained, retrain_histories,
+                                                          finetune_histories, train_cfgs)]
