@@ -90,7 +90,7 @@ def check(path: Path, results: Path, name: str) -> None:
         if len(table):
             learned = table.pivot(index="perturbation", columns="latent", values="target").loc[singles]
             graph = learned.to_numpy().astype(bool)
-            f1 = metrics.graph_metrics(targets, graph.astype(float), rows, cols, learned_binary=graph)["f1"]
+            f1 = metrics.graph_metrics(targets, graph.astype(float), rows, cols, learned_binary=graph)["graph_f1"]
             line += f", target F1 {f1:.3f} (|r| matching, the single perturbations)"
         print(line)
 
