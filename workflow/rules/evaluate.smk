@@ -121,6 +121,7 @@ rule summarize:
         summary=f"{RESULTS}/{{arm}}/summary.tsv",
         table1=f"{RESULTS}/{{arm}}/table1.tsv",
         selection=f"{RESULTS}/{{arm}}/selection.tsv",
+        generalisation=f"{RESULTS}/{{arm}}/generalisation.tsv",
     log:
         f"{LOG_DIR}/summarize/{{arm}}.log",
     conda:

@@ -1,12 +1,13 @@
 """Rule adapter: an arm's summary.tsv (one row per run), selection.tsv (the unsupervised
-choice among each method's settings) and table1.tsv (mean ± sd)."""
+choice among each method's settings), table1.tsv (mean ± sd) and generalisation.tsv (held-out
+predictions per method, sVAE+ paired with iVAE and sVAE seed by seed)."""
 
 import sys
 
 sys.path.insert(0, snakemake.scriptdir)  # this workflow's own sparseshift, not an installed copy
 
 from sparseshift import io  # noqa: E402
-from sparseshift.summary import load_metrics, table1, with_selection  # noqa: E402
+from sparseshift.summary import generalisation, load_metrics, table1, with_selection  # noqa: E402
 
 io.setup_rule(snakemake)
 by = snakemake.params.by
@@ -14,3 +15,4 @@ summary, selection = with_selection(load_metrics(snakemake.input, by=by), by=by)
 io.write_tsv(summary, snakemake.output.summary)
 io.write_tsv(selection, snakemake.output.selection)
 io.write_tsv(table1(summary, by=by), snakemake.output.table1)
+io.write_tsv(generalisation(summary, by=by), snakemake.output.generalisation)

@@ -210,10 +210,11 @@ class Layout:
         return [f"{run}/{name}" for run in self.seed_runs(wildcards).values() for name in names]
 
     def arm_summary(self, arm: str) -> list[str]:
-        """An arm's summary, Table 1 layout and the figures drawn from them."""
+        """An arm's summary, Table 1 layout, generalisation table and the figures drawn from them."""
         figures = [f"{self.results}/{arm}/figures/{name}.{ext}" for name in self.summary_figures(arm)
                    for ext in ("png", "pdf")]
-        return [f"{self.results}/{arm}/summary.tsv", f"{self.results}/{arm}/table1.tsv"] + figures
+        tables = [f"{self.results}/{arm}/{name}.tsv" for name in ("summary", "table1", "generalisation")]
+        return tables + figures
 
     def arm_outputs(self, arm: str) -> list[str]:
         """What an arm delivers: summary, Table 1 layout, figures and enrichment."""

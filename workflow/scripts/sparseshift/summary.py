@@ -82,6 +82,17 @@ SELECTION_COLUMNS = ["seed", "method", "n_latent", "run", "candidates", "udr", "
 FEW_SHOT_PATTERNS = ["inll_few_shot_k{}", "n_few_shot_cells_k{}"]
 
 
+# Zero-shot prediction of held-out combinations (issue 29): present only when runs have them.
+ZERO_SHOT_COLUMNS = ["inll_zero_shot", "inll_combinations", "graph_precision_zero_shot",
+                     "graph_recall_zero_shot", "graph_f1_zero_shot"]
+# The generalisation table: metric -> whether lower is better (I-NLL) or higher (target F1).
+GENERALISATION_METRICS = {"inll_zero_shot": True, "inll_combinations": True, "inll": True,
+                          "graph_f1_zero_shot": False}
+GENERALISATION_COLUMNS = ["metric", "method", "seeds", "mean", "sd", "per_seed", "better_seeds"]
+# sVAE+ is compared seed by seed with these methods.
+COMPARED = ("ivae", "svae")
+
+
 def few_shot_columns(columns) -> list[str]:
     """The few-shot columns among ``columns`` (``inll_few_shot_k<k>`` ...), by k."""
     ks = sorted({int(c[len("inll_few_shot_k"):]) for c in columns
@@ -97,7 +108,8 @@ def load_metrics(paths, by: str = "simulation") -> pd.DataFrame:
         with open(path) as fh:
             rows.append(json.load(fh))
     df = pd.DataFrame(rows)
-    columns = [by] + ID_COLUMNS + METRIC_COLUMNS + EXTRA_COLUMNS + few_shot_columns(df.columns)
+    optional = [c for c in ZERO_SHOT_COLUMNS if c in df] + few_shot_columns(df.columns)
+    columns = [by] + ID_COLUMNS + METRIC_COLUMNS + EXTRA_COLUMNS + optional
     for col in columns:
         if col not in df:
             df[col] = np.nan
@@ -192,3 +204,37 @@ def table1(summary: pd.DataFrame, by: str = "simulation") -> pd.DataFrame:
     out = pd.concat(blocks, ignore_index=True)
     out.insert(2, "model", out["method"].map(DISPLAY_NAMES))
     return out
+
+
+def generalisation(summary: pd.DataFrame, by: str = "simulation") -> pd.DataFrame:
+    """How the selected runs predict what they did not see, per dataset: for each metric the
+    runs have (zero-shot I-NLL of held-out combinations, the same cells after steps 2 and 3,
+    few-shot I-NLL at each k, the full protocol's I-NLL, the zero-shot combinations' target F1),
+    one row per method (mean, sd over seeds, the values per seed), then per comparison of sVAE+
+    with iVAE and sVAE the paired differences per seed (sVAE+ minus the other, on the seeds
+    both have) and on how many seeds sVAE+ is the better (``better_seeds``: "n of m")."""
+    runs = summary[summary["selected"].astype(bool)]
+    few_shot = [c for c in few_shot_columns(runs.columns) if c.startswith("inll_")]
+    names = ["inll_zero_shot", "inll_combinations", *few_shot, "inll", "graph_f1_zero_shot"]
+    metrics = {name: GENERALISATION_METRICS.get(name, True) for name in names}  # few-shot I-NLL: lower
+    rows = []
+    for dataset, group in runs.groupby(by, sort=False):
+        for metric, lower in metrics.items():
+            if metric not in group or group[metric].isna().all():
+                continue
+            values = group.pivot_table(index="seed", columns="method", values=metric)
+            for method in [m for m in METHODS if m in values]:
+                v = values[method].dropna()
+                rows.append({by: dataset, "metric": metric, "method": method, "seeds": len(v),
+                             "mean": v.mean(), "sd": v.std(ddof=1) if len(v) > 1 else np.nan,
+                             "per_seed": " / ".join(f"{x:.2f}" for x in v), "better_seeds": ""})
+            if "svae_plus" not in values:
+                continue
+            for other in [m for m in COMPARED if m in values]:
+                diff = (values["svae_plus"] - values[other]).dropna()
+                better = int((diff < 0).sum() if lower else (diff > 0).sum())
+                rows.append({by: dataset, "metric": metric, "method": f"svae_plus - {other}", "seeds": len(diff),
+                             "mean": diff.mean(), "sd": diff.std(ddof=1) if len(diff) > 1 else np.nan,
+                             "per_seed": " / ".join(f"{x:+.2f}" for x in diff),
+                             "better_seeds": f"{better} of {len(diff)}"})
+    return pd.DataFrame(rows, columns=[by] + GENERALISATION_COLUMNS)
