@@ -36,12 +36,11 @@ import scipy.sparse as sp
 
 from ..io import CONSOLE, InputError, write_h5ad
 from .dataset import split_perturbations
-from .reader import check_counts, layer_names, matrix_element, matrix_reader, matrix_shape, open_h5ad
+from .reader import block_rows, check_counts, layer_names, matrix_element, matrix_reader, matrix_shape, open_h5ad
 
 log = logging.getLogger(__name__)
 
 CONTROL = "control"  # the controls' label in every screen's dataset
-BLOCK_ELEMENTS = 2**27  # a dense block of the input holds at most this many values (512 MB of float32)
 MAX_NAMES = 20  # names listed in a message
 
 
@@ -76,7 +75,7 @@ def perturbation_labels(raw: pd.Series, controls: list[str], separator: str | No
     return canon[codes], members
 
 
-def choose_heldout(heldout, perturbations: list[str], members_of, controls, separator, seed: int, path, key) -> list[str]:
+def choose_heldout(heldout, perturbations: list[str], controls, separator, seed: int, path, key) -> list[str]:
     """The held-out perturbations: ``None`` / ``"none"``: none; a list of labels (in the input's
     spelling, canonicalised like the data's); a fraction in (0, 1): that share of the
     perturbations, at least one, drawn with ``seed``. Controls are never held out."""
@@ -139,7 +138,7 @@ def read_counts(path, f, field: str, rows: np.ndarray, barcodes, var_names, chun
         hint = (f"; X looks normalised, not raw: set the screen's config key counts to a layer of raw counts "
                 f"(layers present: {layer_names(f)})")
     cols = np.arange(n_vars)
-    step = max(1, min(int(chunk_rows), BLOCK_ELEMENTS // max(1, n_vars)))
+    step = block_rows(chunk_rows, n_vars)
     if fmt == "csr":  # the output's size is known from indptr: filled in place, never concatenated
         row_nnz = np.diff(x["indptr"][:])[rows]
         indptr = np.concatenate([[0], np.cumsum(row_nnz)]).astype(np.int64)
@@ -262,7 +261,7 @@ def prepare_screen(path, settings: dict, out_path, *, gene_list: list[str] | Non
         if not perturbations:
             raise InputError(path, f"obs/{key}", f"perturbations with at least min_cells={settings['min_cells']} cells",
                              "none besides the controls")
-        heldout = choose_heldout(settings.get("heldout"), perturbations, members, controls, separator, seed, path, key)
+        heldout = choose_heldout(settings.get("heldout"), perturbations, controls, separator, seed, path, key)
         if not settings["controls_in_training"]:
             rows = rows[kept_labels != CONTROL]
             kept_labels = labels[rows]

@@ -205,13 +205,22 @@ def check_counts(
     )
 
 
+BLOCK_ELEMENTS = 2**27  # one block of a matrix holds at most this many values (512 MB of float32)
+
+
+def block_rows(chunk_rows: int, n_vars: int) -> int:
+    """Rows per contiguous block: ``chunk_rows``, fewer when a block would hold more than
+    ``BLOCK_ELEMENTS`` values."""
+    return max(1, min(int(chunk_rows), BLOCK_ELEMENTS // max(1, n_vars)))
+
+
 def matrix_element(path, f: h5py.File, key: str):
     """The count matrix ``key`` of an open h5ad: ``X`` or ``layers/<name>``; an InputError names
     the layers present when it is absent."""
     if key == "X":
         return f["X"]
     name = key.removeprefix("layers/")
-    layers = sorted(f["layers"]) if "layers" in f else []
+    layers = layer_names(f)
     if name not in layers:
         raise InputError(path, f"layers/{name}", "a layer of counts", f"layers {layers}")
     return f["layers"][name]
