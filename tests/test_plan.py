@@ -17,7 +17,8 @@ from sparseshift.train import TrainConfig
 from sparseshift.transfer import TransferConfig
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = [REPO / "config" / "config.yaml", REPO / "config" / "paper.yaml", REPO / "tests" / "configs" / "tiny.yaml"]
+CONFIGS = [REPO / "config" / "config.yaml", REPO / "config" / "paper.yaml", REPO / "config" / "generalisation.yaml",
+           REPO / "tests" / "configs" / "tiny.yaml"]
 
 
 def filled(path) -> dict:

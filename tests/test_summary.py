@@ -67,7 +67,8 @@ def test_generalisation_pairs_svae_plus_with_ivae_and_svae_seed_by_seed():
     for seed, (plus, ivae, svae) in enumerate([(300.0, 302.0, 299.0), (310.0, 311.5, 312.0), (305.0, 304.0, 306.0)]):
         for method, inll, f1 in (("svae_plus", plus, 0.8), ("ivae", ivae, 0.5), ("svae", svae, 0.9), ("vae", 330.0, None)):
             rows.append({"simulation": "s", "method": method, "seed": seed, "selected": True, "inll": inll,
-                         "inll_few_shot_k5": inll + 10, "graph_f1_zero_shot": f1})
+                         "inll_few_shot_k5": inll + 10, "graph_f1_zero_shot": f1,
+                         "graph_f1_heldout_learned": None if f1 is None else 1 - f1})
     rows.append({"simulation": "s", "method": "svae_plus", "seed": 0, "selected": False, "inll": 1.0})  # not chosen
     table = generalisation(pd.DataFrame(rows))
     inll = table[table["metric"] == "inll"].set_index("method")
@@ -78,4 +79,7 @@ def test_generalisation_pairs_svae_plus_with_ivae_and_svae_seed_by_seed():
     f1 = table[table["metric"] == "graph_f1_zero_shot"].set_index("method")
     assert f1.loc["svae_plus - svae", "better_seeds"] == "0 of 3"  # higher F1 is better
     assert "vae" not in set(f1.index)  # no target graph, no row
-    assert list(dict.fromkeys(table["metric"])) == ["inll_few_shot_k5", "inll", "graph_f1_zero_shot"]
+    held = table[table["metric"] == "graph_f1_heldout_learned"].set_index("method")
+    assert held.loc["svae_plus - svae", "better_seeds"] == "3 of 3"  # 0.2 against 0.1
+    assert list(dict.fromkeys(table["metric"])) == ["inll_few_shot_k5", "inll", "graph_f1_zero_shot",
+                                                    "graph_f1_heldout_learned"]

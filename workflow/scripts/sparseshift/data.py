@@ -135,6 +135,7 @@ class RunData:
         self.x = torch.as_tensor(x, device=device)
         self.labels = torch.as_tensor(labels, device=device)
         self.device = device
+        self.adata = adata  # its ground truth, where it has one (the transfer's graph metrics)
 
     def cells(self, which: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return self.x[which], self.labels[which]

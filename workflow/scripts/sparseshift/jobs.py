@@ -10,13 +10,14 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import io
 from .data import RunData, dataset_perturbations, load_latents, perturbation_labels
 from .io import CONSOLE, read_dataset
 from .model import ModelConfig, SparseShiftVAE
-from .runs import evaluate_run, save_model, save_run, train_run, train_stacked, udr_score
+from .runs import evaluate_run, heldout_graph_metrics, save_model, save_run, train_run, train_stacked, udr_score
 from .train import TrainConfig, TrainingDiverged, select_device
 from .transfer import TransferConfig, transfer_run, transfer_stacked
 
@@ -188,11 +189,13 @@ def transfer_inputs(inputs: dict, train_cfg: TrainConfig, dev: torch.device,
     return data, model
 
 
-def save_transfer(result, info_path, outputs: dict) -> dict:
-    """Write a transfer job's outputs (one run's), each atomically; returns its summary."""
+def save_transfer(result, info_path, outputs: dict, data: RunData, latents: np.ndarray) -> dict:
+    """Write a transfer job's outputs (one run's), each atomically; returns its summary, which
+    scores the held-out rows of the target graph (``latents``: step 1's, for the matching)."""
     with open(info_path) as fh:
         info = json.load(fh)
-    summary = {"elbo_train": info["elbo_train"], "elbo_val": info["elbo_val"], **result.summary,
+    graphs = heldout_graph_metrics(data.adata, latents, result.held_out, result.heldout_targets)
+    summary = {"elbo_train": info["elbo_train"], "elbo_val": info["elbo_val"], **result.summary, **graphs,
                "code_version": io.code_version()}
     save_model(result.retrained, outputs["retrained_weights"], outputs["retrained_config"])
     save_model(result.finetuned, outputs["finetuned_weights"], outputs["finetuned_config"])
@@ -215,9 +218,10 @@ def transfer_from_files(
     log.info("transfer %s: start, %d + %d epochs, I-NLL with %d particles", run, cfg.retrain_epochs,
              cfg.finetune_epochs, cfg.particles, extra=CONSOLE)
     data, model = transfer_inputs(inputs, train_cfg, select_device(device))
+    latents = model.latent_means(data.x).cpu().numpy()  # step 1's (latents.npz), before steps 2 and 3
     with checkpointed([run], checkpoint, {"train": train_settings, "transfer": transfer_settings}):
         result = transfer_run(model, data, train_cfg, cfg, checkpoint)
-    summary = save_transfer(result, inputs["info"], outputs)
+    summary = save_transfer(result, inputs["info"], outputs, data, latents)
     finished(checkpoint)
     log.info("transfer %s: done, %d + %d epochs, I-NLL %.2f", run, summary.get("retrain_epochs_run", 0),
              summary.get("finetune_epochs_run", 0), summary["inll"], extra=CONSOLE)
@@ -244,10 +248,11 @@ def transfer_stacked_from_files(
         data, model = transfer_inputs({k: v[i] for k, v in inputs.items()}, c, dev, shared.get(key))
         shared[key] = data
         loaded.append((data, model))
+    latents = [model.latent_means(data.x).cpu().numpy() for data, model in loaded]  # step 1's
     with checkpointed(runs, checkpoint, {"train": train_settings, "transfer": transfer_settings}):
         results = transfer_stacked([m for _, m in loaded], [d for d, _ in loaded], train_cfgs, cfg, checkpoint)
     summaries = [
-        save_transfer(result, inputs["info"][i], {k: v[i] for k, v in outputs.items()})
+        save_transfer(result, inputs["info"][i], {k: v[i] for k, v in outputs.items()}, loaded[i][0], latents[i])
         for i, result in enumerate(results)
     ]
     finished(checkpoint)

@@ -184,7 +184,7 @@ class SparseShiftVAE(nn.Module):
         # around 7 with a spread of a few tenths) well conditioned.
         self.register_buffer("input_loc", torch.zeros(cfg.n_genes))
         self.register_buffer("input_scale", torch.ones(cfg.n_genes))
-        self._shift_hook = None  # set by freeze_all_but_shifts()
+        self._shift_hooks: list = []  # set by freeze_all_but_shifts()
 
     @torch.no_grad()
     def standardize_inputs(self, x: torch.Tensor) -> None:
@@ -345,9 +345,19 @@ class SparseShiftVAE(nn.Module):
         rows[perturbations] = 1.0
         return rows
 
+    def learn_heldout_masks(self, perturbations: torch.Tensor) -> bool:
+        """The variant of step 3 with learned masks (after :meth:`binarize_targets`): the masks
+        of ``perturbations`` learned afresh under the prior's sparsity term. False (nothing
+        changed) for a prior without masks."""
+        if not hasattr(self.prior, "learn_masks"):
+            return False
+        self.prior.learn_masks(perturbations, self.cfg.mask_init_logit)
+        return True
+
     def freeze_all_but_shifts(self, perturbations: torch.Tensor) -> list[nn.Parameter]:
         """Step 3: freeze the encoder, decoder, dispersion and mask; only the shifts of
-        ``perturbations`` stay trainable (the gradient of every other row is zeroed).
+        ``perturbations`` stay trainable (the gradient of every other row is zeroed), and
+        their mask logits too when they are learned (:meth:`learn_heldout_masks`).
 
         Returns the parameters to optimise: empty when the prior has no shifts.
         """
@@ -357,11 +367,16 @@ class SparseShiftVAE(nn.Module):
         if mu is None:
             return []
         rows = self.shift_rows(perturbations)
-        mu.requires_grad_(True)
-        if self._shift_hook is not None:
-            self._shift_hook.remove()
-        self._shift_hook = mu.register_hook(lambda grad: grad * rows)
-        return [mu]
+        params = [mu]
+        if getattr(self.prior, "learning", False):
+            params.append(self.prior.logits)
+        for hook in self._shift_hooks:
+            hook.remove()
+        self._shift_hooks = []
+        for param in params:
+            param.requires_grad_(True)
+            self._shift_hooks.append(param.register_hook(lambda grad: grad * rows))
+        return params
 
     # -- persistence
     def save(self, weights_path, config_path) -> None:

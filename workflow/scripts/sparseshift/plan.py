@@ -283,11 +283,13 @@ class Plan:
         return {**self.arm_config(wildcards)["train"], "seed": seed}
 
     def transfer_settings(self, wildcards) -> dict:
-        """TransferConfig of a run; the options that are off (``few_shot: []``) left out, so
-        that a configuration without them gives the jobs today's parameters."""
+        """TransferConfig of a run; the options that are off (``few_shot: []``,
+        ``learn_heldout_masks: false``) left out, so that a configuration without them gives
+        the jobs today's parameters."""
         settings = dict(self.arm_config(wildcards)["transfer"])
-        if not settings.get("few_shot", True):
-            del settings["few_shot"]
+        for key in ("few_shot", "learn_heldout_masks"):
+            if key in settings and not settings[key]:
+                del settings[key]
         return settings
 
     def record(self, wildcards) -> dict:

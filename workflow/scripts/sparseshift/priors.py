@@ -217,17 +217,29 @@ class SparseShiftPrior(ShiftPrior):
         self.register_buffer("mask_frozen", torch.tensor(False))
         self.frozen = False
         self.register_load_state_dict_post_hook(_read_frozen)
+        # Set by learn_masks() (the transfer's step 3 with learned held-out masks): rows whose
+        # mask is drawn from their logits under the sparsity term although the graph is frozen.
+        # A Python flag like ``frozen``; the rows a buffer (per model in a stack), not saved.
+        self.learning = False
+        self.register_buffer("learned_rows", torch.zeros(cfg.n_perturbations, 1), persistent=False)
 
-    def sparsity(self, q: torch.Tensor, n_obs: int, kl_weight: float) -> torch.Tensor:
+    def sparsity(self, q: torch.Tensor, n_obs: int, kl_weight: float, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The sparsity term of the mask probabilities ``q``; with ``rows`` (a 0/1 column),
+        of those rows only."""
         raise NotImplementedError
 
     def mask(self, labels: torch.Tensor) -> torch.Tensor:
-        if self.frozen:
+        if self.frozen and not self.learning:
             return self.fixed_mask[labels]
         logits = self.logits[labels]
         if self.training:
-            return straight_through_gumbel_sigmoid(logits, self.temperature)
-        return (logits > 0).to(logits.dtype)
+            drawn = straight_through_gumbel_sigmoid(logits, self.temperature)
+        else:
+            drawn = (logits > 0).to(logits.dtype)
+        if self.frozen:  # learning the masks of some rows only, the others fixed
+            rows = self.learned_rows[labels]
+            return self.fixed_mask[labels] * (1 - rows) + drawn * rows
+        return drawn
 
     def shift(self, labels: torch.Tensor) -> torch.Tensor:
         if self.combined:  # each member its own mask draw
@@ -238,18 +250,26 @@ class SparseShiftPrior(ShiftPrior):
         return torch.sigmoid(self.logits)
 
     def penalty(self, n_obs: int, kl_weight: float) -> torch.Tensor | float:
-        if self.frozen:
+        if self.frozen and not self.learning:
             return 0.0  # a fixed graph: the sparsity term is a constant
+        if self.frozen:  # the sparsity term of the learned rows only
+            return self.sparsity(self.probabilities(), n_obs, kl_weight, self.learned_rows)
         return self.sparsity(self.probabilities(), n_obs, kl_weight)
+
+    def _with_learned(self, learned: torch.Tensor) -> torch.Tensor:
+        """The fixed graph, its learned rows (:meth:`learn_masks`) replaced by ``learned``'s."""
+        if not self.learning:
+            return self.fixed_mask.clone()
+        return self.fixed_mask * (1 - self.learned_rows) + learned * self.learned_rows
 
     def target_scores(self) -> torch.Tensor:
         if self.frozen:
-            return self.fixed_mask.clone()
+            return self._with_learned(self.probabilities().detach())
         return self.probabilities().detach()
 
     def target_graph(self) -> torch.Tensor:
         if self.frozen:
-            return self.fixed_mask.clone()
+            return self._with_learned((self.logits.detach() > 0).float())
         return (self.logits.detach() > 0).float()
 
     def mask_density(self) -> float:
@@ -270,6 +290,17 @@ class SparseShiftPrior(ShiftPrior):
         self.frozen = True
         self.logits.requires_grad_(False)
 
+    @torch.no_grad()
+    def learn_masks(self, rows: torch.Tensor, init_logit: float) -> None:
+        """The variant of step 3 that identifies the targets of held-out perturbations (issue
+        29 point 4): after :meth:`binarize_targets`, the masks of ``rows`` are learned again
+        from ``init_logit`` (the initial logit of training) under the method's own sparsity
+        term, restricted to those rows; the other rows keep their fixed graph."""
+        self.learned_rows.zero_()
+        self.learned_rows[rows] = 1.0
+        self.logits[rows] = init_logit
+        self.learning = True
+
 
 def _read_frozen(prior: SparseShiftPrior, incompatible_keys) -> None:
     """After load_state_dict: the ``frozen`` flag from the loaded ``mask_frozen`` buffer."""
@@ -283,8 +314,10 @@ class L1MaskPrior(SparseShiftPrior):
         super().__init__(cfg)
         self.register_buffer("lam", torch.tensor(cfg.weight()), persistent=False)
 
-    def sparsity(self, q: torch.Tensor, n_obs: int, kl_weight: float) -> torch.Tensor:
-        return self.lam * q.mean()
+    def sparsity(self, q: torch.Tensor, n_obs: int, kl_weight: float, rows: torch.Tensor | None = None) -> torch.Tensor:
+        if rows is None:
+            return self.lam * q.mean()
+        return self.lam * (q * rows).sum() / (rows.sum() * q.shape[-1])
 
 
 class BetaMaskPrior(SparseShiftPrior):
@@ -295,10 +328,13 @@ class BetaMaskPrior(SparseShiftPrior):
         super().__init__(cfg)
         self.register_buffer("alpha", torch.tensor(cfg.weight()), persistent=False)
 
-    def sparsity(self, q: torch.Tensor, n_obs: int, kl_weight: float) -> torch.Tensor:
+    def sparsity(self, q: torch.Tensor, n_obs: int, kl_weight: float, rows: torch.Tensor | None = None) -> torch.Tensor:
         eps = 1e-6
         beta = Beta(torch.ones_like(self.alpha), self.alpha, validate_args=False)
-        return -kl_weight * beta.log_prob(q.clamp(eps, 1 - eps)).sum() / n_obs
+        log_prob = beta.log_prob(q.clamp(eps, 1 - eps))
+        if rows is not None:
+            log_prob = log_prob * rows
+        return -kl_weight * log_prob.sum() / n_obs
 
 
 def build_prior(cfg: ModelConfig) -> Prior:

@@ -177,6 +177,24 @@ def evaluate_run(adata, model: SparseShiftVAE, latents: np.ndarray) -> dict:
     return out
 
 
+def heldout_graph_metrics(adata, latents: np.ndarray, held_out: np.ndarray, variants: dict) -> dict:
+    """Target identification of the held-out perturbations (issue 29 point 4): for each step-3
+    variant (``variants``: suffix -> that variant's rows of the target scores and graph for the
+    perturbations ``held_out``), ``graph_*_<suffix>`` against their true targets, latents matched
+    as in :func:`evaluate_run` (|Pearson| on the training cells, ``latents`` those of step 1's
+    model). Empty without ground truth or held-out perturbations."""
+    if "z_true" not in adata.obsm or "targets" not in adata.uns or not len(held_out) or not variants:
+        return {}
+    train = training_cells(adata)
+    _, rows, cols = metrics.match_latents(np.asarray(adata.obsm["z_true"])[train], latents[train], "pearson")
+    g_true = np.asarray(adata.uns["targets"]).astype(bool)[held_out]
+    out = {}
+    for suffix, (scores, graph) in variants.items():
+        res = metrics.graph_metrics(g_true, scores, rows, cols, learned_binary=graph.astype(bool))
+        out.update({f"{k}_{suffix}": v for k, v in res.items()})
+    return out
+
+
 def zero_shot_combinations(adata, trained: np.ndarray) -> list[list[int]]:
     """The members of every held-out combination all of whose members were ``trained``."""
     perturbations, combinations = dataset_perturbations(adata)

@@ -82,12 +82,17 @@ SELECTION_COLUMNS = ["seed", "method", "n_latent", "run", "candidates", "udr", "
 FEW_SHOT_PATTERNS = ["inll_few_shot_k{}", "n_few_shot_cells_k{}"]
 
 
-# Zero-shot prediction of held-out combinations (issue 29): present only when runs have them.
+# Zero-shot prediction of held-out combinations and the targets of held-out perturbations
+# under both step-3 variants (issue 29): present only when runs have them.
 ZERO_SHOT_COLUMNS = ["inll_zero_shot", "inll_combinations", "graph_precision_zero_shot",
                      "graph_recall_zero_shot", "graph_f1_zero_shot"]
-# The generalisation table: metric -> whether lower is better (I-NLL) or higher (target F1).
+HELDOUT_TARGET_COLUMNS = ["inll_learned_masks", "heldout_mask_density_learned",
+                          *(f"graph_{m}_heldout{v}" for v in ("", "_learned") for m in ("precision", "recall", "f1"))]
+# The generalisation table: metric -> whether lower is better (I-NLL) or higher (target F1), in
+# the table's order (the few-shot I-NLLs, lower, after inll_combinations).
 GENERALISATION_METRICS = {"inll_zero_shot": True, "inll_combinations": True, "inll": True,
-                          "graph_f1_zero_shot": False}
+                          "inll_learned_masks": True, "graph_f1_zero_shot": False, "graph_f1_heldout": False,
+                          "graph_f1_heldout_learned": False}
 GENERALISATION_COLUMNS = ["metric", "method", "seeds", "mean", "sd", "per_seed", "better_seeds"]
 # sVAE+ is compared seed by seed with these methods.
 COMPARED = ("ivae", "svae")
@@ -108,7 +113,7 @@ def load_metrics(paths, by: str = "simulation") -> pd.DataFrame:
         with open(path) as fh:
             rows.append(json.load(fh))
     df = pd.DataFrame(rows)
-    optional = [c for c in ZERO_SHOT_COLUMNS if c in df] + few_shot_columns(df.columns)
+    optional = [c for c in ZERO_SHOT_COLUMNS + HELDOUT_TARGET_COLUMNS if c in df] + few_shot_columns(df.columns)
     columns = [by] + ID_COLUMNS + METRIC_COLUMNS + EXTRA_COLUMNS + optional
     for col in columns:
         if col not in df:
@@ -210,12 +215,14 @@ def generalisation(summary: pd.DataFrame, by: str = "simulation") -> pd.DataFram
     """How the selected runs predict what they did not see, per dataset: for each metric the
     runs have (zero-shot I-NLL of held-out combinations, the same cells after steps 2 and 3,
     few-shot I-NLL at each k, the full protocol's I-NLL, the zero-shot combinations' target F1),
-    one row per method (mean, sd over seeds, the values per seed), then per comparison of sVAE+
+    the I-NLL of step 3 with learned held-out masks and the held-out perturbations' target F1
+    under both step-3 variants (masks set to 1, learned), one row per method (mean, sd over
+    seeds, the values per seed), then per comparison of sVAE+
     with iVAE and sVAE the paired differences per seed (sVAE+ minus the other, on the seeds
     both have) and on how many seeds sVAE+ is the better (``better_seeds``: "n of m")."""
     runs = summary[summary["selected"].astype(bool)]
     few_shot = [c for c in few_shot_columns(runs.columns) if c.startswith("inll_")]
-    names = ["inll_zero_shot", "inll_combinations", *few_shot, "inll", "graph_f1_zero_shot"]
+    names = ["inll_zero_shot", "inll_combinations", *few_shot, *list(GENERALISATION_METRICS)[2:]]
     metrics = {name: GENERALISATION_METRICS.get(name, True) for name in names}  # few-shot I-NLL: lower
     rows = []
     for dataset, group in runs.groupby(by, sort=False):

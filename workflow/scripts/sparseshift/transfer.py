@@ -16,6 +16,12 @@ Few-shot transfer (``TransferConfig.few_shot``, issue 29 point 3): for each k, s
 fitted again from step 2's model on k cells of each held-out condition only (drawn with the
 run's seed, :func:`few_shot_splits`) and the IWELBO scored on that condition's other held-out
 cells (``inll_few_shot_k<k>``); the full protocol above is the k = all row.
+Targets of unseen perturbations (``TransferConfig.learn_heldout_masks``, issue 29 point 4):
+step 3 runs again from step 2's model with the held-out perturbations' masks learned afresh
+under the method's own sparsity term (sVAE's L1, sVAE+'s Beta prior) instead of set to 1, and
+scored the same way (``inll_learned_masks``); the held-out rows of the target graph of both
+variants are kept (:attr:`TransferResult.heldout_targets`) for their graph metrics. A prior
+without masks (iVAE) has nothing more to learn: its variant is the standard step 3.
 Methods are compared on I-NLL = -IWELBO per cell (lower is better). Models without
 perturbation parameters (VAE, beta-VAE) go through step 2 (more training, the same
 budget as the others) and have nothing to fit in step 3.
@@ -61,6 +67,8 @@ class TransferConfig:
     iwelbo_memory_mb: float = 64.0
     # few-shot transfer: step 3 fitted on k cells per held-out condition, scored on the others
     few_shot: list[int] = field(default_factory=list)
+    # step 3 again with the held-out perturbations' masks learned under the sparsity prior
+    learn_heldout_masks: bool = False
 
     def __post_init__(self):
         ks = [int(k) for k in self.few_shot]
@@ -77,6 +85,10 @@ class TransferResult:
     finetune_history: pd.DataFrame
     per_perturbation: pd.DataFrame
     summary: dict
+    # the held-out perturbations (rows) and, per step-3 variant ("heldout": masks set to 1,
+    # "heldout_learned": learned), their rows of the target scores and graph; empty without
+    held_out: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    heldout_targets: dict = field(default_factory=dict)
 
 
 def retrain_config(train_cfg: TrainConfig, cfg: TransferConfig) -> TrainConfig:
@@ -156,6 +168,8 @@ class HeldOut:
         labels = data.labels[data.heldout_cells].cpu().numpy()
         self.splits = few_shot_splits(data.heldout_cells, labels, seed, cfg.few_shot)
         self.few_shot: dict[int, dict] = {}
+        self.targets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.learned: dict | None = None
 
     def before(self, model: SparseShiftVAE) -> None:
         """Step 1's score (and its zero-shot IWELBO of held-out combinations of trained
@@ -198,6 +212,28 @@ class HeldOut:
         else:  # nothing was fitted: step 3's model is step 2's
             self.scores["elbo_heldout"] = self.scores["elbo_heldout_retrained"]
             self.scores["iwelbo_heldout"] = self.scores["iwelbo_heldout_retrained"]
+
+    def held_out_rows(self, variant: str, model: SparseShiftVAE) -> None:
+        """Keep the held-out perturbations' rows of ``model``'s target scores and graph."""
+        scores = model.prior.target_scores()
+        if scores is not None:
+            rows = self.held_out.cpu().numpy()
+            self.targets[variant] = (scores.cpu().numpy()[rows], model.prior.target_graph().cpu().numpy()[rows])
+
+    def learned_scored(self, model: SparseShiftVAE | None, history: pd.DataFrame, lr: float) -> None:
+        """The step-3 variant with learned held-out masks: ``model`` scored like step 3 (None:
+        the prior has no masks, the variant is step 3 itself)."""
+        if model is None:
+            self.learned = {"iwelbo": self.scores["iwelbo_heldout"], "epochs": int(len(history)), "density": math.nan}
+            self.targets["heldout_learned"] = self.targets.get("heldout")
+            return
+        self.generator.manual_seed(self.seed)
+        iwelbo = model.iwelbo(self.x, self.labels, self.cfg.particles, self.generator, self.cfg.iwelbo_memory_mb)
+        if not torch.isfinite(iwelbo).all():
+            raise TrainingDiverged("held-out score with learned masks", None, lr).update(step="the transfer")
+        self.held_out_rows("heldout_learned", model)
+        self.learned = {"iwelbo": iwelbo, "epochs": int(len(history)),
+                        "density": float(self.targets["heldout_learned"][1].mean())}
 
     def few_shot_scored(self, k: int, model: SparseShiftVAE, history: pd.DataFrame, lr: float) -> None:
         """The few-shot transfer with k cells: ``model`` (fitted on ``self.splits[k][0]``)
@@ -256,11 +292,20 @@ class HeldOut:
                 f"n_few_shot_unscored_k{k}": int((scored_per_condition == 0).sum()),
                 f"few_shot_epochs_run_k{k}": fs["epochs"],
             })
+        learned = {}
+        if self.learned is not None:
+            per_cell["iwelbo_learned_masks"] = self.learned["iwelbo"].cpu().numpy().astype(np.float64)
+            by_condition = per_cell.groupby("perturbation", sort=False)["iwelbo_learned_masks"].mean()
+            per_pert["inll_learned_masks"] = -by_condition.reindex(per_pert.index)
+            learned = {"inll_learned_masks": float(-per_cell["iwelbo_learned_masks"].mean()),
+                       "heldout_mask_density_learned": self.learned["density"],
+                       "learned_masks_epochs_run": self.learned["epochs"]}
         summary = {
             **{k: float(per_cell[k].mean()) for k in SCORES},
             "inll": float(-per_cell["iwelbo_heldout"].mean()),
             **zero_shot,
             **few_shot,
+            **learned,
             **self.elbos,
             "n_particles": self.cfg.particles,
             "n_heldout_cells": int(len(data.heldout_cells)),
@@ -274,7 +319,8 @@ class HeldOut:
             summary["elbo_heldout_before"], summary["elbo_heldout_retrained"], summary["elbo_heldout"],
             summary["inll"], self.cfg.particles, summary["iwelbo_seconds"],
         )
-        return TransferResult(retrained, model, retrain_history, finetune_history, per_pert.reset_index(), summary)
+        return TransferResult(retrained, model, retrain_history, finetune_history, per_pert.reset_index(), summary,
+                              self.held_out.cpu().numpy(), {k: v for k, v in self.targets.items() if v is not None})
 
 
 def no_transfer(model: SparseShiftVAE, cfg: TransferConfig) -> TransferResult:
@@ -308,6 +354,18 @@ def transfer_run(
     except TrainingDiverged as err:
         raise err.update(step="step 3 of the transfer (fine-tuning)", lr_key="transfer.finetune_lr")
     held.finetuned(model, finetune_history, time.perf_counter() - tic)
+    held.held_out_rows("heldout", model)
+    if cfg.learn_heldout_masks and has_step_3(model, cfg):  # after the full protocol, unchanged by it
+        learned = copy.deepcopy(retrained)
+        if learned.learn_heldout_masks(held.held_out):
+            seed_everything(train_cfg.seed)
+            try:
+                history = finetune(learned, data, held.held_out, train_cfg, cfg)
+            except TrainingDiverged as err:
+                raise err.update(step="step 3 with learned held-out masks", lr_key="transfer.finetune_lr")
+            held.learned_scored(learned, history, train_cfg.lr)
+        else:
+            held.learned_scored(None, finetune_history, train_cfg.lr)
     for k in cfg.few_shot:  # after the full protocol, whose numbers stay as they were
         few = copy.deepcopy(retrained)
         seed_everything(train_cfg.seed)
@@ -319,30 +377,49 @@ def transfer_run(
     return held.result(retrained, model, retrain_history, finetune_history, train_cfg.lr)
 
 
-def few_shot_stacked(held: list, retrained: list, datas: list, train_cfgs: list[TrainConfig],
-                     cfg: TransferConfig) -> None:
-    """The few-shot transfers of a stack's runs (:func:`transfer_stacked`): for each k, step 3
-    from copies of the step-2 models, as one stack when every run fits as many cells (else
-    run by run), then each scored."""
-    seeds = [c.seed for c in train_cfgs]
-    xs, labels = [d.x for d in datas], [d.labels for d in datas]
+def refit_stacked(models: list, held: list, datas: list, train_cfgs: list[TrainConfig], cfg: TransferConfig,
+                  cells: list[np.ndarray]) -> list[pd.DataFrame]:
+    """Step 3 of a stack's runs again, on copies (``models``) of their step-2 models, each on
+    its ``cells``: as one stack when every run fits as many cells, else run by run. The held-out
+    rows' shifts train, and their mask logits when they are learned."""
+    if not has_step_3(models[0], cfg):
+        return [pd.DataFrame(columns=HISTORY_COLUMNS)] * len(models)
+    if len({len(c) for c in cells}) > 1:
+        histories = []
+        for h, model, data, c, fitted in zip(held, models, datas, train_cfgs, cells):
+            seed_everything(c.seed)
+            histories.append(finetune(model, data, h.held_out, c, cfg, cells=fitted))
+        return histories
+    for h, model in zip(held, models):
+        model.freeze_all_but_shifts(h.held_out)
+    rows = models[0].shift_rows(held[0].held_out)
+    trainable = {"prior.mu": rows} | ({"prior.logits": rows} if getattr(models[0].prior, "learning", False) else {})
+    return fit_many(models, [d.x for d in datas], [d.labels for d in datas], cells,
+                    [np.array([], dtype=np.int64)] * len(models), finetune_config(train_cfgs[0], cfg),
+                    [c.seed for c in train_cfgs], trainable=trainable)
+
+
+def after_protocol_stacked(held: list, retrained: list, finetune_histories: list, datas: list,
+                           train_cfgs: list[TrainConfig], cfg: TransferConfig) -> None:
+    """The step-3 variants of a stack's runs (:func:`transfer_stacked`), each from copies of the
+    step-2 models, after the full protocol's scores: learned held-out masks
+    (``cfg.learn_heldout_masks``), then the few-shot transfers, for each k."""
+    if cfg.learn_heldout_masks and has_step_3(retrained[0], cfg):
+        models = [copy.deepcopy(m) for m in retrained]
+        if all([m.learn_heldout_masks(h.held_out) for m, h in zip(models, held)]):
+            try:
+                histories = refit_stacked(models, held, datas, train_cfgs, cfg, [d.heldout_cells for d in datas])
+            except TrainingDiverged as err:
+                raise err.update(step="step 3 with learned held-out masks", lr_key="transfer.finetune_lr")
+            for h, model, history, c in zip(held, models, histories, train_cfgs):
+                h.learned_scored(model, history, c.lr)
+        else:
+            for h, history, c in zip(held, finetune_histories, train_cfgs):
+                h.learned_scored(None, history, c.lr)
     for k in cfg.few_shot:
         models = [copy.deepcopy(m) for m in retrained]
-        fitted = [h.splits[k][0] for h in held]
         try:
-            if not has_step_3(models[0], cfg):
-                histories = [pd.DataFrame(columns=HISTORY_COLUMNS)] * len(models)
-            elif len({len(f) for f in fitted}) == 1:
-                for h, model in zip(held, models):
-                    model.freeze_all_but_shifts(h.held_out)
-                histories = fit_many(models, xs, labels, fitted, [np.array([], dtype=np.int64)] * len(models),
-                                     finetune_config(train_cfgs[0], cfg), seeds,
-                                     trainable={"prior.mu": models[0].shift_rows(held[0].held_out)})
-            else:
-                histories = []
-                for h, model, data, c in zip(held, models, datas, train_cfgs):
-                    seed_everything(c.seed)
-                    histories.append(finetune(model, data, h.held_out, c, cfg, cells=h.splits[k][0]))
+            histories = refit_stacked(models, held, datas, train_cfgs, cfg, [h.splits[k][0] for h in held])
         except TrainingDiverged as err:
             raise err.update(step=f"step 3 of the few-shot transfer (k = {k})", lr_key="transfer.finetune_lr")
         for h, model, history, c in zip(held, models, histories, train_cfgs):
@@ -388,7 +465,8 @@ def transfer_stacked(
         finetune_histories = [pd.DataFrame(columns=HISTORY_COLUMNS)] * len(models)
     for h, model, f_hist in zip(held, models, finetune_histories):
         h.finetuned(model, f_hist, float(f_hist["train_seconds"].sum()) if len(f_hist) else 0.0)
-    few_shot_stacked(held, retrained, datas, train_cfgs, cfg)  # after the full protocol's scores
+        h.held_out_rows("heldout", model)
+    after_protocol_stacked(held, retrained, finetune_histories, datas, train_cfgs, cfg)
     return [h.result(copy_, model, r_hist, f_hist, c.lr)
             for h, model, copy_, r_hist, f_hist, c in zip(held, models, retrained, retrain_histories,
                                                           finetune_histories, train_cfgs)]
