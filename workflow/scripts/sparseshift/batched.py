@@ -29,7 +29,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from .model import PER_MODEL, SparseShiftVAE
-from .train import TrainConfig, TrainingData, train_models
+from .train import TrainConfig, TrainingData, adam, train_models
 
 # The same for every model of a stack, and read by the prior as its Python flag ``frozen``
 # (vmap cannot branch on a batched tensor, nor a CUDA graph on a device value): kept out of
@@ -98,11 +98,12 @@ class ModelStack:
         buffers = {k: v[i] for k, v in self.buffers.items()}
         return functional_call(self._call, (params, buffers), (method, *args), strict=False)
 
-    def optimise(self, lr: float, trainable: dict | None = None) -> ModelStack:
-        """Give the stack an Adam optimiser over its trained parameters: those named in
-        ``trainable`` (their gradient multiplied by its value, e.g. to train only some rows),
-        else every one that needs one. Returns the stack."""
-        self.lr, self.trainable = lr, trainable
+    def optimise(self, lr: float, trainable: dict | None = None, eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> ModelStack:
+        """Give the stack an Adam optimiser (:func:`sparseshift.train.adam`) over its trained
+        parameters: those named in ``trainable`` (their gradient multiplied by its value, e.g.
+        to train only some rows), else every one that needs one. Returns the stack."""
+        self.lr, self.trainable, self.adam_settings = lr, trainable, (eps, weight_decay)
         params = []
         for name, param in self.params.items():
             if trainable is not None:
@@ -112,7 +113,7 @@ class ModelStack:
                     param.register_hook(lambda grad, scale=scale: grad * scale)
             if param.requires_grad:
                 params.append(param)
-        self.optimiser = torch.optim.Adam(params, lr=lr, fused=True)
+        self.optimiser = adam(params, lr, eps, weight_decay)
         return self
 
     def select(self, keep: list[int]) -> ModelStack:
@@ -123,7 +124,7 @@ class ModelStack:
         out.params = {k: v.detach()[index].requires_grad_(v.requires_grad) for k, v in self.params.items()}
         out.buffers = {k: v[index] for k, v in self.buffers.items()}
         if self.optimiser is not None:
-            out.optimise(self.lr, self.trainable)
+            out.optimise(self.lr, self.trainable, *self.adam_settings)
             for name, param in self.params.items():
                 if param in self.optimiser.state:
                     moments = self.optimiser.state[param].items()
@@ -197,5 +198,6 @@ def fit_many(
     seeds = [cfg.seed + i for i in range(n)] if seeds is None else list(seeds)
     torch.manual_seed(cfg.seed)
     data = TrainingData(xs, labels, train_idx, val_idx)
-    return train_models(models, data, cfg, seeds, lambda ms: ModelStack(ms).optimise(cfg.lr, trainable),
+    return train_models(models, data, cfg, seeds,
+                        lambda ms: ModelStack(ms).optimise(cfg.lr, trainable, cfg.adam_eps, cfg.weight_decay),
                         checkpoint)

@@ -112,7 +112,7 @@ class Plan:
         config = self.config
         for key, methods in [("methods", config["methods"]), ("enrichment.methods", config["enrichment"]["methods"])] + [
             (f"simulations.{i}.methods", sim["methods"]) for i, sim in enumerate(config["simulations"]) if "methods" in sim
-        ]:
+        ] + [("train.loss_times_cells", config["train"].get("loss_times_cells", []))]:
             for j, name in enumerate(methods):
                 if name not in REGISTRY:
                     raise ConfigError(f"{key}.{j}", f"{name!r} is not one of {', '.join(METHODS)}")
@@ -278,9 +278,13 @@ class Plan:
         return self.config if wildcards.arm == "simulation" else self.replogle
 
     def train_settings(self, wildcards) -> dict:
-        """TrainConfig of a run, or of its replicate (seed s + 1000 r)."""
+        """TrainConfig of a run, or of its replicate (seed s + 1000 r); ``loss_times_cells``
+        (a list of methods) becomes the run's own flag, present only when set."""
         seed = replicate_seed(wildcards.seed, getattr(wildcards, "replicate", 0))
-        return {**self.arm_config(wildcards)["train"], "seed": seed}
+        settings = {**self.arm_config(wildcards)["train"], "seed": seed}
+        if wildcards.method in settings.pop("loss_times_cells", []):
+            settings["loss_times_cells"] = True
+        return settings
 
     def transfer_settings(self, wildcards) -> dict:
         """TransferConfig of a run; the options that are off (``few_shot: []``,

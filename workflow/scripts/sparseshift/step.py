@@ -54,6 +54,13 @@ def epoch_parts(loss: torch.Tensor, parts: dict) -> torch.Tensor:
     return torch.stack([loss, parts["recon"], parts["kl"], parts["penalty"], parts["elbo"]]).detach()
 
 
+def backward(loss: torch.Tensor, scale: float = 1.0) -> None:
+    """Back-propagate the models' losses (they share no parameter: each gets its own gradient),
+    multiplied by ``scale`` (``TrainConfig.loss_times_cells``) unless it is 1."""
+    total = loss.sum()
+    (total if scale == 1.0 else total * scale).backward()
+
+
 def make_capturable(optimiser: torch.optim.Optimizer) -> None:
     """Flag ``optimiser`` (fused Adam) as ``capturable``, as ``capturable=True`` would have:
     its step may then be captured in a CUDA graph."""
@@ -72,6 +79,7 @@ class CapturedStep:
     def __init__(self, batch_size: int, capture: bool = True, warmup: int = 3):
         self.batch_size, self.capture, self.warmup = batch_size, capture, warmup
         self.captures = 0  # graphs captured so far (the tests count re-captures)
+        self.scale = 1.0  # the loss's multiplier (TrainConfig.loss_times_cells), set by epoch()
         self.reset()
 
     def reset(self) -> None:
@@ -97,7 +105,7 @@ class CapturedStep:
         """One training step on ``x``, ``labels``, its loss parts added to ``sums``."""
         trainee.optimiser.zero_grad(set_to_none=False)  # the gradients stay where the graph wrote them
         loss, parts = trainee.loss(x, labels, self.kl_weight, self.n_obs)
-        loss.sum().backward()  # the models share no parameter: each gets its own gradient
+        backward(loss, self.scale)
         trainee.optimiser.step()
         self.sums += epoch_parts(loss, parts).T * size
 
@@ -111,13 +119,15 @@ class CapturedStep:
             self._step(trainee, self.x, self.labels, self.batch_size)
         torch.cuda.current_stream().wait_stream(self.side)
 
-    def epoch(self, trainee: Trainee, batches: Iterable, kl_weight: float, n_obs: int) -> torch.Tensor:
+    def epoch(self, trainee: Trainee, batches: Iterable, kl_weight: float, n_obs: int,
+              scale: float = 1.0) -> torch.Tensor:
         """Train ``trainee`` on ``batches`` (cells, labels, size, stacked over its models);
         return the sums over the epoch of each model's loss parts, each minibatch's means
         weighted by its size, shape (models, 5). The tensor is this step's own: read it
         before the next epoch."""
-        if trainee is not self.trainee or n_obs != self.n_obs:
+        if trainee is not self.trainee or n_obs != self.n_obs or scale != self.scale:
             self.trainee = None
+        self.scale = scale  # read by the step (captured with it)
         started = False
         for x, labels, size in batches:
             if self.trainee is None:

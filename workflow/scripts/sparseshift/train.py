@@ -32,7 +32,7 @@ import torch
 
 from .io import CONSOLE, atomic_path
 from .model import SparseShiftVAE
-from .step import CapturedStep, epoch_parts
+from .step import CapturedStep, backward, epoch_parts
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,13 @@ class TrainConfig:
     seed: int = 0
     # On CUDA, replay each full minibatch's step as a CUDA graph (sparseshift.step); no effect on CPU.
     cuda_graph: bool = True
+    # Adam's eps and (L2) weight decay: torch's defaults; the released sVAE+ code (scvi-tools'
+    # training plan) uses 0.01 and 1e-6 (issue 29 point 5, the optimiser ablation)
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    # the per-cell loss multiplied by the number of training cells, as the released code does
+    # for sVAE+ only (with Adam, what changes is the gradient's scale against adam_eps)
+    loss_times_cells: bool = False
 
 
 class TrainingDiverged(RuntimeError):
@@ -187,6 +194,12 @@ class Trainee(Protocol):
     def load_state(self, state: dict) -> None: ...
 
 
+def adam(params, lr: float, eps: float = 1e-8, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """The optimiser of every phase: fused Adam, its weight decay the L2 term added to the
+    gradient (torch's Adam, as in scvi-tools' training plan)."""
+    return torch.optim.Adam(params, lr=lr, eps=eps, weight_decay=weight_decay, fused=True)
+
+
 class OneModel:
     """One model as a :class:`Trainee` of one, Adam over ``parameters``. BatchNorm models
     (which a stack refuses) are trained as they are: their weights are full ``state_dict``
@@ -194,9 +207,10 @@ class OneModel:
 
     stacked = False
 
-    def __init__(self, model: SparseShiftVAE, lr: float, parameters: list[torch.nn.Parameter]):
+    def __init__(self, model: SparseShiftVAE, lr: float, parameters: list[torch.nn.Parameter],
+                 eps: float = 1e-8, weight_decay: float = 0.0):
         self.model, self.parameters = model, parameters
-        self.optimiser = torch.optim.Adam(parameters, lr=lr, fused=True)
+        self.optimiser = adam(parameters, lr, eps, weight_decay)
 
     def train(self, mode: bool = True) -> OneModel:
         self.model.train(mode)
@@ -292,6 +306,7 @@ def train_models(
         )
     if step is None and device.type == "cuda" and cfg.cuda_graph:
         step = CapturedStep(cfg.batch_size)
+    scale = float(n_train) if cfg.loss_times_cells else 1.0
     trainee = build([models[i] for i in active])
     stacked = trainee.stacked
     who = (lambda i: f"model {i} of the stack: ") if stacked else (lambda i: "")
@@ -311,13 +326,13 @@ def train_models(
         kl_weight = kl_weight_at(epoch, cfg.warmup_epochs)
         batches = data.minibatches(active, generators, cfg.batch_size)
         if step is not None:  # captures anew for a new trainee (early stopping's select)
-            sums = step.epoch(trainee, batches, kl_weight, n_train)
+            sums = step.epoch(trainee, batches, kl_weight, n_train, scale)
         else:
             sums = torch.zeros(m, 5, device=device)
             for x, labels, size in batches:
                 loss, parts = trainee.loss(x, labels, kl_weight, n_train)
                 trainee.optimiser.zero_grad(set_to_none=True)
-                loss.sum().backward()  # the models share no parameter: each gets its own gradient
+                backward(loss, scale)
                 trainee.optimiser.step()
                 sums += epoch_parts(loss, parts).T * size
         means = (sums / n_train).tolist()  # the epoch's only host synchronisation
@@ -404,4 +419,5 @@ def fit(
     if parameters is None:
         parameters = [p for p in model.parameters() if p.requires_grad]
     return train_models([model], TrainingData([x], [labels], [train_idx], [val_idx]), cfg, [cfg.seed],
-                        lambda ms: OneModel(ms[0], cfg.lr, parameters), checkpoint)[0]
+                        lambda ms: OneModel(ms[0], cfg.lr, parameters, cfg.adam_eps, cfg.weight_decay),
+                        checkpoint)[0]
