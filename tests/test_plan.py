@@ -71,3 +71,29 @@ def test_a_config_error_names_its_key(change, key):
     with pytest.raises(ConfigError) as err:
         Plan(config)
     assert err.value.key == key
+
+
+def test_each_weight_has_one_default_the_registry_and_the_schema_agree():
+    """The registry's default of every swept weight is the schema's default value of its key,
+    so a model built without the key and a configuration without it use the same weight."""
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    swept = schema["properties"]["hyperparameters"]["properties"]
+    for spec in REGISTRY.values():
+        if spec.hyperparameter is not None:
+            assert swept[spec.hyperparameter]["default"] == [spec.default], spec.id
+            assert ModelConfig(method=spec.id, n_genes=2, n_latent=2, n_perturbations=2).weight() == spec.default
+
+
+def test_every_registered_method_has_its_prior_class():
+    from sparseshift.model import SparseShiftVAE
+    from sparseshift.priors import PRIORS
+
+    assert tuple(PRIORS) == METHODS
+    for method in METHODS:
+        model = SparseShiftVAE(ModelConfig(method=method, n_genes=4, n_latent=3, n_perturbations=5,
+                                           ivae_graph_top_k=1, mask_init_logit=2.0))
+        assert type(model.prior) is PRIORS[method] and model.prior.n_perturbations == 5
+        if REGISTRY[method].learns_mask:
+            assert (model.prior.logits == 2.0).all()
+        if method == "ivae":
+            assert model.prior.target_graph().sum(1).eq(1).all()  # its top k = 1

@@ -3,7 +3,7 @@ what a method is from here.
 
 A method is the one variational autoencoder of :mod:`sparseshift.model` with one prior
 (:mod:`sparseshift.priors`). Adding a method is one :class:`Method` entry below and its prior
-class (plus its line in config/README.md). Kept free of torch so that summaries and figures
+class in ``sparseshift.priors.PRIORS`` (plus its line in config/README.md). Kept free of torch so that summaries and figures
 need no deep-learning stack.
 """
 
@@ -17,17 +17,16 @@ class Method:
     """One method of the pipeline.
 
     ``id`` names it in the config, paths and tables; ``name`` is its display name.
-    ``prior`` is the name of its prior class in :mod:`sparseshift.priors`.
     ``hyperparameter`` is the config key (``hyperparameters.<key>``) of the weight it sweeps,
     ``None`` when it has none; the model reads the value under the same key
-    (``ModelConfig.hyperparameters``), and ``default`` when a model is built without it.
+    (``ModelConfig.hyperparameters``), and ``default`` when a model is built without it: the
+    one default of the weight, that of the config schema too (a test checks they agree).
     ``learns_graph``: the prior learns a perturbation-target graph (graph metrics, target
     figures); ``learns_mask``: that graph is a learned Bernoulli mask (mask density).
     """
 
     id: str
     name: str
-    prior: str
     hyperparameter: str | None = None
     default: float | None = None
     learns_graph: bool = False
@@ -38,12 +37,12 @@ class Method:
 REGISTRY: dict[str, Method] = {
     m.id: m
     for m in (
-        Method("vae", "VAE", "StandardPrior"),
-        Method("beta_vae", "β-VAE", "BetaKLPrior", hyperparameter="beta", default=1.0),
-        Method("ivae", "iVAE", "ShiftPrior", learns_graph=True),
-        Method("svae", "sVAE", "L1MaskPrior", hyperparameter="lambda", default=1.0, learns_graph=True,
+        Method("vae", "VAE"),
+        Method("beta_vae", "β-VAE", hyperparameter="beta", default=8.0),
+        Method("ivae", "iVAE", learns_graph=True),
+        Method("svae", "sVAE", hyperparameter="lambda", default=1.0, learns_graph=True,
                learns_mask=True),
-        Method("svae_plus", "sVAE+", "BetaMaskPrior", hyperparameter="alpha", default=1.0,
+        Method("svae_plus", "sVAE+", hyperparameter="alpha", default=100.0,
                learns_graph=True, learns_mask=True),
     )
 }

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from .methods import HYPERPARAMETERS
 from .methods import method as registered
-from .priors import build_prior
+from .priors import PRIORS
 
 
 class RowBatchNorm(nn.BatchNorm1d):
@@ -178,7 +178,8 @@ class SparseShiftVAE(nn.Module):
         self.encoder = mlp(cfg.n_genes, cfg.n_hidden, cfg.n_layers, 2 * cfg.n_latent, cfg.batch_norm, cfg.dropout)
         self.decoder = mlp(cfg.n_latent, cfg.n_hidden, cfg.n_layers, cfg.n_genes, cfg.batch_norm)
         self.log_theta = nn.Parameter(torch.zeros(cfg.n_genes))
-        self.prior = build_prior(cfg)
+        self.prior = PRIORS[cfg.method](cfg.n_perturbations, cfg.n_latent, cfg.condition_members(), cfg.weight(),
+                                        cfg.ivae_graph_top_k, cfg.temperature, cfg.mask_init_logit)
         # Per-gene centring and scaling of log1p(x) before the encoder: a fixed affine
         # reparameterisation of its first layer that keeps high-count genes (log1p
         # around 7 with a spread of a few tenths) well conditioned.

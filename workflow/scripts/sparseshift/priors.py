@@ -15,22 +15,19 @@ A cell of a combination A of perturbations has the prior mean sum_{a in A} of it
 shifts (mu_a * m_a, each member its own mask draw; mu_a for iVAE), see
 ``ModelConfig.combinations``.
 
-Every prior is built from the model's :class:`~sparseshift.model.ModelConfig`; the registry
-names each method's prior class, and :func:`build_prior` looks it up here.
+Each method's prior class is ``PRIORS[method]`` (one entry per method of the registry,
+:mod:`sparseshift.methods`, checked on import). A prior takes explicit sizes and settings, not
+the model's configuration: :meth:`sparseshift.model.SparseShiftVAE.__init__` builds it from its
+``ModelConfig``.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.distributions import Beta, Normal
 
-from .methods import method as registered
-
-if TYPE_CHECKING:
-    from .model import ModelConfig
+from .methods import METHODS
 
 
 class _StraightThroughStep(torch.autograd.Function):
@@ -84,19 +81,29 @@ class Prior(nn.Module):
     weights the KL term of the loss (beta-VAE's beta, 1 otherwise). The swept weights are
     (non-persistent) buffers rather than floats, so that models of one method with different
     settings can be stacked (:mod:`sparseshift.batched`), each with its own value; they are
-    rebuilt from the ModelConfig, not saved.
+    rebuilt from the model's configuration, not saved.
+
+    Every prior takes the same arguments: the sizes, ``members`` (the padded member indices
+    and their validity mask of every condition, ``ModelConfig.condition_members``; None
+    without combinations), the method's swept ``weight`` (beta, lambda or alpha) and the
+    settings some priors read (iVAE's ``graph_top_k``; the masks' ``temperature`` and
+    ``mask_init_logit``).
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, n_perturbations: int, n_latent: int, members: tuple | None = None,
+                 weight: float | None = None, graph_top_k: int = 2, temperature: float = 1.0,
+                 mask_init_logit: float = 5.0):
         super().__init__()
-        self.n_perturbations = cfg.n_perturbations
-        self.n_latent = cfg.n_latent
+        self.n_perturbations = n_perturbations
+        self.n_latent = n_latent
+        # the settings of the subclasses, read by their own __init__
+        self.swept, self.graph_top_k = weight, graph_top_k
+        self.temperature, self.mask_init_logit = temperature, float(mask_init_logit)
         self.register_buffer("kl_scale", torch.tensor(1.0), persistent=False)
         # Combinations of perturbations (ModelConfig.combinations): the labels are conditions,
         # each the sum of its members' shifts. Buffers rebuilt from the config (not saved), so
         # that minibatch indexing and vmap (a stack) read them like the labels; without
         # combinations a label is a perturbation and none of this is used.
-        members = cfg.condition_members()
         self.combined = members is not None
         if self.combined:
             self.register_buffer("members", members[0], persistent=False)
@@ -153,9 +160,9 @@ class StandardPrior(Prior):
 class BetaKLPrior(StandardPrior):
     """N(0, I), the KL term weighted by beta (beta-VAE)."""
 
-    def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg)
-        self.kl_scale.fill_(cfg.weight())
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kl_scale.fill_(self.swept)
 
 
 class ShiftPrior(Prior):
@@ -164,10 +171,9 @@ class ShiftPrior(Prior):
     Its target graph is the ``ivae_graph_top_k`` latents of largest |mu_a| (2 in the paper).
     """
 
-    def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg)
-        self.mu = nn.Parameter(torch.randn(cfg.n_perturbations, cfg.n_latent))
-        self.graph_top_k = cfg.ivae_graph_top_k
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mu = nn.Parameter(torch.randn(self.n_perturbations, self.n_latent))
 
     def shift(self, labels: torch.Tensor) -> torch.Tensor:
         if self.combined:
@@ -204,12 +210,11 @@ class SparseShiftPrior(ShiftPrior):
     (:meth:`sparsity`) of the mask probabilities q = sigmoid(logits).
     """
 
-    def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg)
-        self.temperature = cfg.temperature
-        self.logits = nn.Parameter(torch.full((cfg.n_perturbations, cfg.n_latent), float(cfg.mask_init_logit)))
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.logits = nn.Parameter(torch.full((self.n_perturbations, self.n_latent), self.mask_init_logit))
         # Set by binarize_targets(): the mask is then this fixed graph, in training too.
-        self.register_buffer("fixed_mask", torch.ones(cfg.n_perturbations, cfg.n_latent))
+        self.register_buffer("fixed_mask", torch.ones(self.n_perturbations, self.n_latent))
         # Saved with the weights (models load unchanged), but read through the Python flag
         # ``frozen``: reading the buffer would synchronise with the device in every step, which a
         # CUDA graph cannot capture (:mod:`sparseshift.step`). The flag follows the buffer in
@@ -221,7 +226,7 @@ class SparseShiftPrior(ShiftPrior):
         # mask is drawn from their logits under the sparsity term although the graph is frozen.
         # A Python flag like ``frozen``; the rows a buffer (per model in a stack), not saved.
         self.learning = False
-        self.register_buffer("learned_rows", torch.zeros(cfg.n_perturbations, 1), persistent=False)
+        self.register_buffer("learned_rows", torch.zeros(self.n_perturbations, 1), persistent=False)
 
     def sparsity(self, q: torch.Tensor, n_obs: int, kl_weight: float, rows: torch.Tensor | None = None) -> torch.Tensor:
         """The sparsity term of the mask probabilities ``q``; with ``rows`` (a 0/1 column),
@@ -310,9 +315,9 @@ def _read_frozen(prior: SparseShiftPrior, incompatible_keys) -> None:
 class L1MaskPrior(SparseShiftPrior):
     """sVAE: the sparsity term ``lambda * mean(q)``."""
 
-    def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg)
-        self.register_buffer("lam", torch.tensor(cfg.weight()), persistent=False)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("lam", torch.tensor(self.swept), persistent=False)
 
     def sparsity(self, q: torch.Tensor, n_obs: int, kl_weight: float, rows: torch.Tensor | None = None) -> torch.Tensor:
         if rows is None:
@@ -324,9 +329,9 @@ class BetaMaskPrior(SparseShiftPrior):
     """sVAE+: ``-sum log Beta(q; 1, alpha) / n_obs``, warmed up with the KL. This is the
     spike-and-slab model with the Bernoulli parameter psi fixed to E[q(gamma)], as in the paper."""
 
-    def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg)
-        self.register_buffer("alpha", torch.tensor(cfg.weight()), persistent=False)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("alpha", torch.tensor(self.swept), persistent=False)
 
     def sparsity(self, q: torch.Tensor, n_obs: int, kl_weight: float, rows: torch.Tensor | None = None) -> torch.Tensor:
         eps = 1e-6
@@ -337,6 +342,13 @@ class BetaMaskPrior(SparseShiftPrior):
         return -kl_weight * log_prob.sum() / n_obs
 
 
-def build_prior(cfg: ModelConfig) -> Prior:
-    """The prior of ``cfg.method``: the class the method registry names."""
-    return globals()[registered(cfg.method).prior](cfg)
+# Each method's prior class (the method registry is free of torch, so the classes live here).
+PRIORS: dict[str, type[Prior]] = {
+    "vae": StandardPrior,
+    "beta_vae": BetaKLPrior,
+    "ivae": ShiftPrior,
+    "svae": L1MaskPrior,
+    "svae_plus": BetaMaskPrior,
+}
+if tuple(PRIORS) != METHODS:
+    raise ImportError(f"sparseshift.priors: PRIORS {list(PRIORS)} must list the registered methods {list(METHODS)}")
