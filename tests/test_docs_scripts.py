@@ -275,3 +275,31 @@ def test_write_table1_cites_a_verification_at_head_only(write_table1, tmp_path):
         _, same = write_table1.provenance(summary, report)
         assert ("verified at HEAD: 6 of 6 runs" in same) == verified
         assert ("no verification at HEAD" in same) != verified
+
+
+def test_the_generalisation_section_gives_each_paired_metric_its_verdict(tmp_path, monkeypatch):
+    """From a generalisation table written by the workflow's own function: sVAE+ better on every
+    seed wins, worse on every seed loses, else ties; the block replaces the old one in place."""
+    from sparseshift.summary import generalisation
+
+    rows = []
+    for seed in range(5):
+        for method, inll, f1 in (("svae_plus", 300.0, 0.8), ("ivae", 301.0 + seed, 0.5), ("svae", 300.0 + (-1) ** seed, 0.9)):
+            rows.append({"simulation": "paper_combinations", "method": method, "seed": seed, "selected": True,
+                         "inll": inll, "graph_f1_heldout_learned": f1, "code_version": "abc123"})
+    folder = tmp_path / "simulation"
+    folder.mkdir()
+    summary = pd.DataFrame(rows)
+    summary.to_csv(folder / "summary.tsv", sep="\t", index=False)
+    generalisation(summary).to_csv(folder / "generalisation.tsv", sep="\t", index=False)
+    module = load("write_generalisation")
+    block = module.section(tmp_path)
+    assert "against iVAE, sVAE+ **wins** on `inll` (-3.000, better on 5 of 5)" in block
+    assert "against sVAE, sVAE+ **ties** on `inll`" in block  # better on 2 seeds of 5 (300 < 301)
+    assert "against sVAE, sVAE+ **loses** on `graph_f1_heldout_learned`" in block
+    doc = tmp_path / "table1.md"
+    doc.write_text(f"# Table 1\n\n{module.BEGIN}\nold\n{module.END}\n\ntail\n")
+    monkeypatch.setattr("sys.argv", ["write_generalisation.py", str(tmp_path), "--into", str(doc)])
+    module.main()
+    text = doc.read_text()
+    assert "old" not in text and text.count(module.BEGIN) == 1 and text.endswith("tail\n") and "`abc123`" in text

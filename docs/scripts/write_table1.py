@@ -21,6 +21,7 @@ import datetime
 import functools
 import json
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -533,6 +534,11 @@ def main(argv=None) -> None:
     ]
     if ablations is not None:
         lines += beta_curve(ablations, paper_values)
+    # the generalisation section (docs/scripts/write_generalisation.py) comes from another run: kept
+    old = args.out.read_text() if args.out.exists() else ""
+    kept = re.search(r"<!-- generalisation -->.*?<!-- /generalisation -->", old, re.S)
+    if kept:
+        lines += ["", kept.group(0), ""]
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}")
 
