@@ -240,6 +240,30 @@ def test_summary_has_one_row_per_run_with_metrics(tiny_run):
     assert (summary["n_particles"] == 50).all()
 
 
+def test_the_choices_criteria_and_their_regret_are_written(tiny_run):
+    """The two sVAE+ settings (3 models each) carry UDR over 2 and 3 models and the agreement of
+    their target graphs; regret.tsv compares each criterion's choice with the best setting."""
+    summary = pd.read_csv(tiny_run / "simulation" / "summary.tsv", sep="\t")
+    competing = summary["method"] == "svae_plus"
+    for col in ("udr_r2", "udr_r3", "mask_agreement"):
+        assert summary.loc[competing, col].between(0, 1).all(), col
+        assert summary.loc[~competing, col].isna().all(), col
+    assert (summary.loc[competing, "udr_r3"] == summary.loc[competing, "udr"]).all()
+    assert "udr_r5" not in summary  # 3 models per setting
+    table = pd.read_csv(tiny_run / "simulation" / "regret.tsv", sep="\t")
+    assert list(table["criterion"]) == ["udr_r2", "udr_r3", "udr", "elbo_val", "mask_agreement"]
+    assert (table["method"] == "svae_plus").all() and (table["choices"] == 1).all()
+    assert table["best_chosen"].isin(["0 of 1", "1 of 1"]).all()
+    best = summary.loc[competing, "mcc_pearson"].max()
+    assert np.allclose(table["mcc_best"], best)
+    assert np.allclose(table["mean_regret"], best - table["mcc_chosen"])
+    choices = pd.read_csv(tiny_run / "simulation" / "regret_choices.tsv", sep="\t").set_index("criterion")
+    selection = pd.read_csv(tiny_run / "simulation" / "selection.tsv", sep="\t")
+    selected = selection["selected"] & (selection["method"] == "svae_plus")
+    assert choices.loc["udr", "chosen"] == selection.loc[selected, "run"].item()  # the selection's choice
+    assert (choices["regret"] >= 0).all() and (choices["candidates"] == 2).all()
+
+
 def test_table1_and_figure(tiny_run):
     table = pd.read_csv(tiny_run / "simulation" / "table1.tsv", sep="\t")
     models = ["VAE", "β-VAE", "iVAE", "sVAE", "sVAE+"]

@@ -57,7 +57,8 @@ def score(results: Path, simulation: str, min_variance: float) -> pd.DataFrame:
                "method": model.cfg.method, "n_latent": model.cfg.n_latent, "run": run.name,
                "evaluated": (run / "metrics.json").exists()}
         row.update(evaluate_run(datasets[seed_dir], model, latents))
-        row.update(udr_score(latents, sorted(run.glob("replicate*/latents.npz")), min_variance))
+        replicates = sorted(run.glob("replicate*/latents.npz"), key=lambda p: int(p.parent.name[9:]))  # 1, 2
+        row.update(udr_score([latents] + [load_latents(path) for path in replicates], min_variance))
         row["informative"] = int(informative_latents(latents, min_variance).sum())  # UDR's active latents
         rows.append(row)
     return pd.DataFrame(rows)

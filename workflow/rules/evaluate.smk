@@ -122,6 +122,8 @@ rule summarize:
         table1=f"{RESULTS}/{{arm}}/table1.tsv",
         selection=f"{RESULTS}/{{arm}}/selection.tsv",
         generalisation=f"{RESULTS}/{{arm}}/generalisation.tsv",
+        regret=f"{RESULTS}/{{arm}}/regret.tsv",
+        regret_choices=f"{RESULTS}/{{arm}}/regret_choices.tsv",
     log:
         f"{LOG_DIR}/summarize/{{arm}}.log",
     conda:

@@ -17,7 +17,8 @@ from . import io
 from .data import RunData, dataset_perturbations, load_latents, perturbation_labels
 from .io import CONSOLE, read_dataset
 from .model import ModelConfig, SparseShiftVAE
-from .runs import evaluate_run, heldout_graph_metrics, save_model, save_run, train_run, train_stacked, udr_score
+from .runs import (evaluate_run, heldout_graph_metrics, mask_agreement, save_model, save_run, train_run,
+                   train_stacked, udr_score)
 from .train import TrainConfig, TrainingDiverged, select_device
 from .transfer import TransferConfig, transfer_run, transfer_stacked
 
@@ -142,15 +143,27 @@ def train_stacked_from_files(
              extra=CONSOLE)
 
 
+def replicate_graphs(paths: list) -> list[np.ndarray]:
+    """The learned target graphs of a run's replicates, whose models are read from beside their
+    latents (``model.pt`` and ``model.json``, written by the same training job as ``paths``)."""
+    models = [SparseShiftVAE.load(Path(p).parent / "model.pt", Path(p).parent / "model.json") for p in paths]
+    return [model.prior.target_graph().cpu().numpy() for model in models]
+
+
 def evaluate_from_files(inputs: dict, record: dict, output, udr_min_variance: float = 0.01) -> dict:
-    """The evaluation job: metrics of one trained run and the selection score of its
-    setting (with its replicates, ``inputs["replicates"]``), written as JSON with its
-    identifiers."""
+    """The evaluation job: metrics of one trained run and the selection scores of its
+    setting (with its replicates, ``inputs["replicates"]``: UDR, and the agreement of the
+    models' target graphs for priors that learn one), written as JSON with its identifiers."""
     adata = read_dataset(inputs["data"])
     model = SparseShiftVAE.load(inputs["weights"], inputs["config"])
     latents = load_latents(inputs["latents"])
+    replicates = list(inputs.get("replicates", []))
+    models = [latents] + [load_latents(path) for path in replicates]
     result = {**record, **evaluate_run(adata, model, latents)}
-    result.update(udr_score(latents, list(inputs.get("replicates", [])), udr_min_variance))
+    result.update(udr_score(models, udr_min_variance))
+    if replicates and model.prior.target_graph() is not None:  # the stability of its targets
+        graphs = [model.prior.target_graph().cpu().numpy()] + replicate_graphs(replicates)
+        result["mask_agreement"] = mask_agreement(adata, models, graphs)
     # training timings and ELBOs, held-out scores (none when the setting has no transfer),
     # and the code of each step
     for key, step in (("info", "train"), ("heldout", "transfer")):

@@ -371,11 +371,18 @@ def udr(latents: list[np.ndarray], min_variance: float = 0.01) -> float:
     Needs at least two models; a setting whose models agree with each other up to
     permutation and rescaling of the latents scores near 1.
     """
+    return udr_of_first(latents, [len(latents)], min_variance)[len(latents)]
+
+
+def udr_of_first(latents: list[np.ndarray], counts, min_variance: float = 0.01) -> dict[int, float]:
+    """:func:`udr` of the first r models of ``latents`` for each r in ``counts`` (2 <= r <=
+    ``len(latents)``), each pair scored once: how the score depends on the number of replicates."""
     if len(latents) < 2:
         raise ValueError(f"UDR compares models pairwise: needs at least 2, got {len(latents)}")
-    pairs = [
-        udr_pair(latents[i], latents[j], min_variance)
-        for i in range(len(latents))
-        for j in range(i + 1, len(latents))
-    ]
-    return float(np.median(pairs))
+    counts = sorted(set(int(r) for r in counts))
+    if not counts or counts[0] < 2 or counts[-1] > len(latents):
+        raise ValueError(f"UDR of the first r models: r from 2 to {len(latents)}, got {counts}")
+    n = counts[-1]
+    pairs = {(i, j): udr_pair(latents[i], latents[j], min_variance)
+             for i in range(n) for j in range(i + 1, n)}
+    return {r: float(np.median([v for (i, j), v in pairs.items() if j < r])) for r in counts}

@@ -16,7 +16,7 @@ import torch
 
 from . import io, metrics
 from .batched import fit_many
-from .data import (RunData, condition_members, dataset_perturbations, load_latents, perturbation_labels,
+from .data import (RunData, condition_members, dataset_perturbations, perturbation_labels,
                    trained_perturbations, training_cells)
 from .model import ModelConfig, SparseShiftVAE
 from .train import TrainConfig, TrainingDiverged, fit, seed_everything, select_device
@@ -206,13 +206,39 @@ def zero_shot_combinations(adata, trained: np.ndarray) -> list[list[int]]:
     return [members[c] for c in held if c >= len(perturbations) and set(members[c]) <= set(trained.tolist())]
 
 
-def udr_score(latents: np.ndarray, replicates: list, min_variance: float = 0.01) -> dict:
-    """The selection score of a run's setting: UDR (:func:`metrics.udr`) over the run's
-    latents and those of its replicates (files), on every cell; NaN without replicates."""
-    if not replicates:
-        return {"udr": float("nan"), "udr_models": 1}
-    models = [latents] + [load_latents(path) for path in replicates]
-    return {"udr": metrics.udr(models, min_variance), "udr_models": len(models)}
+# UDR over the first r models of a setting (the run and its replicates 1..r-1), beside the UDR
+# over all of them: ``udr_r<r>`` for each r here that the setting has models for.
+UDR_MODELS = (2, 3, 5)
+
+
+def udr_score(models: list[np.ndarray], min_variance: float = 0.01) -> dict:
+    """The selection scores of a run's setting: UDR (:func:`metrics.udr`) over the latents of
+    its ``models`` (the run's, then its replicates'), on every cell, and ``udr_r<r>`` over the
+    first r of them (``UDR_MODELS``); NaN for a run without replicates."""
+    if len(models) < 2:
+        return {"udr": float("nan"), "udr_models": len(models)}
+    counts = [r for r in UDR_MODELS if r < len(models)] + [len(models)]
+    scores = metrics.udr_of_first(models, counts, min_variance)
+    return {"udr": scores[len(models)], "udr_models": len(models),
+            **{f"udr_r{r}": scores[r] for r in UDR_MODELS if r in scores}}
+
+
+def mask_agreement(adata, latents: list[np.ndarray], graphs: list[np.ndarray]) -> float:
+    """How stable a setting's learned target graph is across its models (the run and its
+    replicates; no ground truth): the mean over every pair of models of the F1 of one binary
+    graph against the other (their Dice overlap; 0 when both are empty), on the trained
+    perturbations' rows, the latents of the pair matched by |Pearson correlation| on the
+    training cells. NaN with fewer than two models."""
+    if len(latents) < 2:
+        return float("nan")
+    train, rows = training_cells(adata), trained_perturbations(adata)
+    scores = []
+    for i in range(len(latents)):
+        for j in range(i + 1, len(latents)):
+            _, a, b = metrics.match_latents(latents[i][train], latents[j][train], "pearson")
+            g_i, g_j = graphs[i][rows].astype(bool), graphs[j][rows].astype(bool)
+            scores.append(metrics.graph_metrics(g_i, g_j.astype(float), a, b, learned_binary=g_j)["graph_f1"])
+    return float(np.mean(scores))
 
 
 def save_model(model: SparseShiftVAE, weights, config) -> None:

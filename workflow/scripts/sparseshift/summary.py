@@ -1,5 +1,6 @@
 """Aggregation of per-run metrics into ``summary.tsv``, the unsupervised selection among
-each method's settings (``selection.tsv``) and the paper's Table 1 layout.
+each method's settings (``selection.tsv``), what each criterion of that choice costs where the
+truth is known (``regret.tsv``) and the paper's Table 1 layout.
 
 Graph metrics come in three conventions (see :func:`sparseshift.runs.evaluate_run`):
 ``graph_*`` (latents matched by |r|, training perturbations), ``graph_*_all`` (|r|, all
@@ -94,6 +95,15 @@ GENERALISATION_METRICS = {"inll_zero_shot": True, "inll_combinations": True, "in
                           "inll_learned_masks": True, "graph_f1_zero_shot": False, "graph_f1_heldout": False,
                           "graph_f1_heldout_learned": False}
 GENERALISATION_COLUMNS = ["metric", "method", "seeds", "mean", "sd", "per_seed", "better_seeds"]
+# The criteria of the choice among a method's settings (none needs ground truth; each chooses
+# the setting of highest value): UDR over the first r models of each setting and over all of
+# them, the validation ELBO, the agreement of the models' target graphs. In summary.tsv when
+# runs have them (udr_r<r>, mask_agreement), and compared in regret.tsv.
+CRITERIA = ["udr_r2", "udr_r3", "udr_r5", "udr", "elbo_val", "mask_agreement"]
+REGRET_CHOICE_COLUMNS = ["seed", "method", "n_latent", "criterion", "candidates", "chosen", "value",
+                         "mcc_chosen", "best", "mcc_best", "regret"]
+REGRET_COLUMNS = ["method", "criterion", "choices", "mcc_chosen", "mcc_best", "mean_regret", "max_regret",
+                  "best_chosen"]
 # sVAE+ is compared seed by seed with these methods.
 COMPARED = ("ivae", "svae")
 
@@ -114,6 +124,7 @@ def load_metrics(paths, by: str = "simulation") -> pd.DataFrame:
             rows.append(json.load(fh))
     df = pd.DataFrame(rows)
     optional = [c for c in ZERO_SHOT_COLUMNS + HELDOUT_TARGET_COLUMNS if c in df] + few_shot_columns(df.columns)
+    optional += [c for c in CRITERIA if c in df and c not in METRIC_COLUMNS]
     columns = [by] + ID_COLUMNS + METRIC_COLUMNS + EXTRA_COLUMNS + optional
     for col in columns:
         if col not in df:
@@ -245,3 +256,39 @@ def generalisation(summary: pd.DataFrame, by: str = "simulation") -> pd.DataFram
                              "per_seed": " / ".join(f"{x:+.2f}" for x in diff),
                              "better_seeds": f"{better} of {len(diff)}"})
     return pd.DataFrame(rows, columns=[by] + GENERALISATION_COLUMNS)
+
+
+def regret(summary: pd.DataFrame, by: str = "simulation") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What each criterion's choice among a method's settings costs where the truth is known:
+    per dataset, seed, method and latent dimension with at least two settings, all with a
+    Pearson MCC, and per criterion of ``CRITERIA`` that scores a run there, the run it chooses
+    (highest value, the first in run order on a tie, as :func:`select`), its MCC, the run of
+    best MCC, and the regret (best MCC minus the chosen's). Returns these choices
+    (``REGRET_CHOICE_COLUMNS``) and per dataset, method and criterion over seeds and latent
+    dimensions (``REGRET_COLUMNS``) the mean MCCs, the mean and largest regret and how often
+    the best setting was chosen (``best_chosen``: "n of m"); empty tables without a choice."""
+    criteria = [c for c in CRITERIA if c in summary]
+    rows = []
+    for (dataset, seed, method, n_latent), group in summary.groupby(
+        [by, "seed", "method", "n_latent"], sort=False
+    ):
+        mcc = group["mcc_pearson"]
+        if len(group) < 2 or mcc.isna().any():
+            continue
+        best = mcc.idxmax()
+        for criterion in criteria:
+            if group[criterion].isna().all():
+                continue
+            chosen = group[criterion].idxmax()
+            rows.append({by: dataset, "seed": seed, "method": method, "n_latent": n_latent,
+                         "criterion": criterion, "candidates": len(group), "chosen": group.at[chosen, "run"],
+                         "value": group.at[chosen, criterion], "mcc_chosen": mcc[chosen],
+                         "best": group.at[best, "run"], "mcc_best": mcc[best],
+                         "regret": mcc[best] - mcc[chosen]})
+    choices = pd.DataFrame(rows, columns=[by] + REGRET_CHOICE_COLUMNS)
+    groups = choices.groupby([by, "method", "criterion"], sort=False)
+    table = groups.agg(choices=("regret", "size"), mcc_chosen=("mcc_chosen", "mean"),
+                       mcc_best=("mcc_best", "mean"), mean_regret=("regret", "mean"),
+                       max_regret=("regret", "max"),
+                       best_chosen=("regret", lambda r: f"{(r == 0).sum()} of {len(r)}"))
+    return choices, table.reset_index().reindex(columns=[by] + REGRET_COLUMNS)
