@@ -14,11 +14,12 @@ import torch
 from sparseshift import summary as summary_mod
 from sparseshift import transfer as transfer_mod
 from sparseshift.data import RunData
+from sparseshift.heldout import HeldOut, few_shot_splits
 from sparseshift.model import ModelConfig
 from sparseshift.runs import train_run
 from sparseshift.simulate import SimulationConfig, simulate
 from sparseshift.train import TrainConfig
-from sparseshift.transfer import TransferConfig, few_shot_splits, transfer_run, transfer_stacked
+from sparseshift.transfer import TransferConfig, transfer_run, transfer_stacked
 
 TRAIN = TrainConfig(epochs=4, batch_size=64, warmup_epochs=2, seed=0)
 CFG = TransferConfig(retrain_epochs=2, retrain_patience=None, finetune_epochs=3, particles=30)
@@ -168,8 +169,8 @@ def test_the_stacked_transfer_gives_the_same_keys_and_its_own_seeds_draws(adata,
         assert np.isfinite(result.summary["inll_few_shot_k5"]) and result.summary["n_few_shot_cells_k5"] == 110
         assert math.isnan(result.summary["inll_few_shot_k60"])
     # seed 0's run in the stack has the one-run transfer's draw (same data, same seed): same cells
-    held = [transfer_mod.HeldOut(d, c.seed, cfg) for d, c in zip(datas, cfgs)]
-    one = transfer_mod.HeldOut(datas[0], 0, cfg)
+    held = [HeldOut(d, c.seed, cfg) for d, c in zip(datas, cfgs)]
+    one = HeldOut(datas[0], 0, cfg)
     np.testing.assert_array_equal(held[0].splits[5][0], one.splits[5][0])
     assert not np.array_equal(held[0].splits[5][0], held[1].splits[5][0])  # another seed, another draw
     # and scores within the noise of the stack's other random numbers

@@ -13,7 +13,8 @@ from sparseshift.batched import fit_many
 from sparseshift.model import ModelConfig, SparseShiftVAE
 from sparseshift.plan import ConfigError, Plan
 from sparseshift.step import CapturedStep
-from sparseshift.train import OneModel, TrainConfig, TrainingData, fit, train_models
+from sparseshift.train import TrainConfig, fit, train_models
+from sparseshift.trainee import OneModel, TrainingData
 from test_plan import filled
 
 REPO = Path(__file__).resolve().parents[1]

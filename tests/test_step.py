@@ -14,7 +14,8 @@ import torch
 from sparseshift.batched import ModelStack
 from sparseshift.model import ModelConfig, SparseShiftVAE
 from sparseshift.step import CapturedStep, make_capturable
-from sparseshift.train import OneModel, TrainConfig, TrainingData, train_models
+from sparseshift.train import TrainConfig, train_models
+from sparseshift.trainee import OneModel, TrainingData
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs CUDA: the captured step replays a CUDA graph")

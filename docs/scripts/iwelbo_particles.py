@@ -5,7 +5,7 @@
 
 For every run of the simulation arm under RESULTS (``simulation/<sim>/seed<k>/<method>/<run>``
 with ``transfer/finetuned.pt``, step 3's model, and ``transfer/heldout.json``), the I-NLL of the
-held-out cells (−IWELBO per cell, exactly as the transfer computes it: ``transfer.HeldOut``)
+held-out cells (−IWELBO per cell, exactly as the transfer computes it: ``heldout.HeldOut``)
 with T particles for each T of ``--particles``, ``--draws`` times: draw 0 seeds the particles
 with the run's seed, as the transfer does, so at the transfer's own T it must reproduce the
 I-NLL in ``heldout.json`` exactly (the column ``reproduced``); draw k seeds them with seed + k.
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workflow" / "scrip
 from sparseshift.data import RunData  # noqa: E402
 from sparseshift.methods import DISPLAY_NAMES  # noqa: E402
 from sparseshift.model import SparseShiftVAE  # noqa: E402
-from sparseshift.transfer import HeldOut, TransferConfig  # noqa: E402
+from sparseshift.heldout import HeldOut, TransferConfig  # noqa: E402
 
 
 def runs(results: Path):

@@ -11,7 +11,7 @@ Adam optimisers (Adam acts element-wise). The model class is not duplicated; eac
 model keeps its own data, minibatch order and random draws.
 
 A :class:`ModelStack` with an optimiser (:meth:`ModelStack.optimise`) is a
-:class:`sparseshift.train.Trainee`: :func:`fit_many` trains it with the training loop of
+:class:`sparseshift.trainee.Trainee`: :func:`fit_many` trains it with the training loop of
 :func:`sparseshift.train.fit`, :func:`sparseshift.train.train_models` (resumable, early
 stopping per model); ``python benchmarks/train.py --models N`` measures it.
 """
@@ -29,7 +29,8 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from .model import PER_MODEL, SparseShiftVAE
-from .train import TrainConfig, TrainingData, adam, train_models
+from .train import TrainConfig, train_models
+from .trainee import TrainingData, adam
 
 # The same for every model of a stack, and read by the prior as its Python flag ``frozen``
 # (vmap cannot branch on a batched tensor, nor a CUDA graph on a device value): kept out of
@@ -50,7 +51,7 @@ class _Call(nn.Module):
 
 class ModelStack:
     """N models of one configuration as stacked tensors (leading dimension: the model);
-    with an optimiser (:meth:`optimise`), a :class:`sparseshift.train.Trainee`."""
+    with an optimiser (:meth:`optimise`), a :class:`sparseshift.trainee.Trainee`."""
 
     stacked = True
     optimiser: torch.optim.Adam | None = None
@@ -100,7 +101,7 @@ class ModelStack:
 
     def optimise(self, lr: float, trainable: dict | None = None, eps: float = 1e-8,
                  weight_decay: float = 0.0) -> ModelStack:
-        """Give the stack an Adam optimiser (:func:`sparseshift.train.adam`) over its trained
+        """Give the stack an Adam optimiser (:func:`sparseshift.trainee.adam`) over its trained
         parameters: those named in ``trainable`` (their gradient multiplied by its value, e.g.
         to train only some rows), else every one that needs one. Returns the stack."""
         self.lr, self.trainable, self.adam_settings = lr, trainable, (eps, weight_decay)

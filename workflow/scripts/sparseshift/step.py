@@ -2,7 +2,7 @@
 
 A paper-size step (one model, batch 128) launches a few hundred small kernels; on a GPU it is
 bound by their launch cost, not by arithmetic. :class:`CapturedStep` records one whole step of
-a :class:`sparseshift.train.Trainee` (zero the gradients, loss, backward, Adam) once as a
+a :class:`sparseshift.trainee.Trainee` (zero the gradients, loss, backward, Adam) once as a
 ``torch.cuda.CUDAGraph`` and replays it for every full minibatch: one launch per step.
 
 What the capture needs, and how it is met:
@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Iterable
 import torch
 
 if TYPE_CHECKING:
-    from .train import Trainee
+    from .trainee import Trainee
 
 
 def epoch_parts(loss: torch.Tensor, parts: dict) -> torch.Tensor:
