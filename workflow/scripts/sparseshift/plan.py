@@ -107,7 +107,7 @@ class Plan:
     # ------------------------------------------------------------------ checks
     def check(self) -> None:
         """Everything the schema cannot check; a :class:`ConfigError` names the key."""
-        from .simulate import SimulationConfig  # numpy and anndata: only where needed
+        from .simulation_config import SimulationConfig  # numpy: only where needed
 
         config = self.config
         for key, methods in [("methods", config["methods"]), ("enrichment.methods", config["enrichment"]["methods"])] + [
