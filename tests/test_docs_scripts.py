@@ -286,7 +286,7 @@ def test_the_generalisation_section_gives_each_paired_metric_its_verdict(tmp_pat
     for seed in range(5):
         for method, inll, f1 in (("svae_plus", 300.0, 0.8), ("ivae", 301.0 + seed, 0.5), ("svae", 300.0 + (-1) ** seed, 0.9)):
             rows.append({"simulation": "paper_combinations", "method": method, "seed": seed, "selected": True,
-                         "inll": inll, "graph_f1_heldout_learned": f1, "code_version": "abc123"})
+                         "inll": inll, "graph_f1_heldout_learned": f1, "code_version": "abc123", "n_particles": 500})
     folder = tmp_path / "simulation"
     folder.mkdir()
     summary = pd.DataFrame(rows)
@@ -303,3 +303,4 @@ def test_the_generalisation_section_gives_each_paired_metric_its_verdict(tmp_pat
     module.main()
     text = doc.read_text()
     assert "old" not in text and text.count(module.BEGIN) == 1 and text.endswith("tail\n") and "`abc123`" in text
+    assert "5 seeds, one setting per method, 500 particles" in text
