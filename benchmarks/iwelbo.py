@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "workflow" / "scripts"))  # this checkout's sparse
 
 from sparseshift.model import ModelConfig  # noqa: E402
 from sparseshift.data import RunData  # noqa: E402
-from sparseshift.runs import train_run  # noqa: E402
+from sparseshift.runs import train_runs  # noqa: E402
 from sparseshift.simulate import SimulationConfig, simulate  # noqa: E402
 from sparseshift.train import TrainConfig, select_device  # noqa: E402
 
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         n_perturbations=len(adata.uns["perturbations"]), hyperparameters={"alpha": 100.0},
     )
     train_cfg = TrainConfig(epochs=args.train_epochs, warmup_epochs=1, seed=0)
-    model, _, _, _ = train_run(adata, model_cfg, train_cfg, str(device))
+    (model, _, _, _), = train_runs([adata], [model_cfg], [train_cfg], str(device), stacked=False)
     data = RunData(adata, train_cfg.val_fraction, train_cfg.seed, device)
     x, labels = data.cells(data.heldout_cells)
     rows = []

@@ -12,9 +12,9 @@ cells = 116,622 cells x 1,187 genes, p = 50) and trains models of that size.
 
 The paper simulation has 100 perturbations x 250 cells, 20 of them held out:
 20,000 training cells x 100 genes, of which 18,000 are trained on after the 10%
-validation split. With ``--models 1`` each method is trained by ``train_run``, as in the
-pipeline; with ``--models N`` N models of the method (seeds 0..N-1) are trained together
-by ``train_stacked``, as in the stacked jobs (``stack_models``). Every combination of ``--batch-size`` and
+validation split. With ``--models 1`` each method is trained by ``train_runs`` as one model,
+as in the pipeline; with ``--models N`` N models of the method (seeds 0..N-1) are trained
+together by ``train_runs`` as a stack, as in the stacked jobs (``stack_models``). Every combination of ``--batch-size`` and
 ``--models`` is a row per method. The loop times each epoch's minibatch loop itself
 (``train_seconds`` in the history, excluding the validation pass); the first epoch, which
 pays one-off allocation costs, is reported separately and left out of the median.
@@ -44,7 +44,7 @@ from sparseshift.methods import METHODS  # noqa: E402
 
 from sparseshift.model import ModelConfig  # noqa: E402
 from sparseshift.data import training_cells  # noqa: E402
-from sparseshift.runs import train_run, train_stacked  # noqa: E402
+from sparseshift.runs import train_runs  # noqa: E402
 from sparseshift.simulate import SimulationConfig, simulate  # noqa: E402
 from sparseshift.train import TrainConfig, select_device, split_train_val  # noqa: E402
 
@@ -68,16 +68,12 @@ def peak_memory_gb(device: torch.device) -> float:
 
 
 def time_method(adata, model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device, n_models: int):
-    """Seconds of each epoch's minibatch loop, per model: one model through ``train_run``
-    as in the pipeline, or ``n_models`` models (seeds 0..n-1 on the same data) stacked
-    through ``train_stacked``, as in the stacked jobs (``stack_models``)."""
-    if n_models == 1:
-        _, history, _, _ = train_run(adata, model_cfg, train_cfg, str(device))
-    else:
-        runs = train_stacked([adata] * n_models, [model_cfg] * n_models,
-                             [replace(train_cfg, seed=s) for s in range(n_models)], str(device))
-        history = runs[0][1]  # its seconds are the stack's per epoch / n_models
-    return history["train_seconds"]
+    """Seconds of each epoch's minibatch loop, per model (``train_runs``): one model as in the
+    pipeline, or ``n_models`` models (seeds 0..n-1 on the same data) stacked, as in the
+    stacked jobs (``stack_models``; a stack's seconds are its time per epoch / n_models)."""
+    runs = train_runs([adata] * n_models, [model_cfg] * n_models,
+                      [replace(train_cfg, seed=s) for s in range(n_models)], str(device), stacked=n_models > 1)
+    return runs[0][1]["train_seconds"]
 
 
 def main(argv=None) -> int:

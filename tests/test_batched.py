@@ -254,15 +254,17 @@ def test_a_stacked_grid_scores_like_its_runs_trained_alone():
     """Three runs (seeds, each on its own dataset, and two alphas) trained alone and as one
     stack: the stacked runs' Pearson MCC stays within the seed-to-seed spread of the
     one-model runs (the random draws differ, the model and the data do not)."""
-    from sparseshift.runs import evaluate_run, train_run, train_stacked
+    from sparseshift.runs import evaluate_run, train_runs
 
     adatas = [simulate(SimulationConfig(n_latent=3, n_perturbations=8, n_heldout=2, cells_per_perturbation=80,
                                         n_genes=20, decoder_hidden=8, library_size=1e4, seed=s)) for s in range(3)]
     cfgs = [ModelConfig(method="svae_plus", n_genes=20, n_latent=3, n_perturbations=8, hyperparameters={"alpha": a})
             for a in (8.0, 8.0, 20.0)]
     train = [TrainConfig(epochs=40, batch_size=64, warmup_epochs=10, seed=s) for s in range(3)]
-    alone = [evaluate_run(a, *train_run(a, c, t, "cpu")[::2])["mcc_pearson"] for a, c, t in zip(adatas, cfgs, train)]
+    alone = [evaluate_run(a, *train_runs([a], [c], [t], "cpu", stacked=False)[0][::2])["mcc_pearson"]
+             for a, c, t in zip(adatas, cfgs, train)]
     stacked = [evaluate_run(a, model, latents)["mcc_pearson"]
-               for a, (model, _, latents, _) in zip(adatas, train_stacked(adatas, cfgs, train, "cpu"))]
+               for a, (model, _, latents, _) in zip(adatas, train_runs(adatas, cfgs, train, "cpu",
+                                                                     stacked=True))]
     spread = max(alone) - min(alone)
     assert all(abs(s - a) <= max(spread, 0.05) for s, a in zip(stacked, alone)), (alone, stacked)

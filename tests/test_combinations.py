@@ -17,11 +17,11 @@ from sparseshift.batched import ModelStack
 from sparseshift.data import RunData, dataset_perturbations, perturbation_labels, trained_perturbations
 from sparseshift.jobs import run_model_config
 from sparseshift.model import ModelConfig, SparseShiftVAE
-from sparseshift.runs import evaluate_run, train_run, train_stacked
+from sparseshift.runs import evaluate_run, train_runs
 from sparseshift.screens.prepare import prepare_screen
 from sparseshift.simulate import SimulationConfig, simulate
 from sparseshift.train import TrainConfig
-from sparseshift.transfer import TransferConfig, transfer_run, transfer_stacked
+from sparseshift.transfer import TransferConfig, transfer_runs
 
 PERTURBATIONS = ["a", "b", "c", "d"]
 COMBINATIONS = {"a+b": ["a", "b"], "b+c+d": ["b", "c", "d"], "a+d": ["a", "d"]}
@@ -203,8 +203,8 @@ def test_a_combination_dataset_trains_alone_and_stacked_alike():
     settings = {"method": "svae_plus", "n_latent": 3, "n_hidden": 16, "hyperparameters": {"alpha": 10.0}}
     model_cfg = run_model_config(adata, "<dataset>", settings)
     train_cfgs = [TrainConfig(epochs=25, batch_size=64, warmup_epochs=10, seed=s) for s in range(3)]
-    alone = [train_run(adata, model_cfg, c, device="cpu") for c in train_cfgs]
-    stacked = train_stacked([adata] * 3, [model_cfg] * 3, train_cfgs, device="cpu")
+    alone = [train_runs([adata], [model_cfg], [c], device="cpu", stacked=False)[0] for c in train_cfgs]
+    stacked = train_runs([adata] * 3, [model_cfg] * 3, train_cfgs, device="cpu", stacked=True)
     a, b = elbos(alone), elbos(stacked)
     assert np.isfinite(a).all() and np.isfinite(b).all()
     spread = max(a.std(ddof=1), b.std(ddof=1), 0.1)
@@ -227,10 +227,11 @@ def test_the_transfer_of_a_combination_dataset():
     adata = combo_dataset()
     model_cfg = run_model_config(adata, "<dataset>", {"method": "svae", "n_latent": 3, "n_hidden": 16})
     train_cfg = TrainConfig(epochs=3, batch_size=64, warmup_epochs=1, seed=0)
-    model, *_ = train_run(adata, model_cfg, train_cfg, device="cpu")
+    (model, *_), = train_runs([adata], [model_cfg], [train_cfg], device="cpu", stacked=False)
     trained = copy.deepcopy(model)
     data = RunData(adata, train_cfg.val_fraction, 0, torch.device("cpu"))
-    result = transfer_run(model, data, train_cfg, TransferConfig(retrain_epochs=2, finetune_epochs=2, particles=4))
+    cfg = TransferConfig(retrain_epochs=2, finetune_epochs=2, particles=4)
+    result, = transfer_runs([model], [data], [train_cfg], cfg, stacked=False)
     summary = result.summary
     assert summary["n_heldout_perturbations"] == 1 and np.isfinite(summary["inll"])
     last = list(adata.uns["combinations"])[-1]
@@ -297,12 +298,13 @@ def test_the_stacked_transfer_scores_combinations_zero_shot_too():
     model_cfgs = [run_model_config(a, "<dataset>", {"method": "svae", "n_latent": 3, "n_hidden": 16})
                   for a in adatas]
     cfgs = [TrainConfig(epochs=2, batch_size=64, warmup_epochs=1, seed=s) for s in range(2)]
-    trained = train_stacked(adatas, model_cfgs, cfgs, device="cpu")
+    trained = train_runs(adatas, model_cfgs, cfgs, device="cpu", stacked=True)
     models = [m for m, *_ in trained]
     assert [m.cfg.combinations for m in models] == [c.combinations for c in model_cfgs]
     copies = [copy.deepcopy(m) for m in models]
     datas = [RunData(a, c.val_fraction, c.seed, torch.device("cpu")) for a, c in zip(adatas, cfgs)]
-    results = transfer_stacked(models, datas, cfgs, TransferConfig(retrain_epochs=2, finetune_epochs=2, particles=3))
+    transfer_cfg = TransferConfig(retrain_epochs=2, finetune_epochs=2, particles=3)
+    results = transfer_runs(models, datas, cfgs, transfer_cfg, stacked=True)
     for result, model, data, cfg in zip(results, copies, datas, cfgs):
         generator = torch.Generator().manual_seed(cfg.seed)  # each run's own IWELBO draws
         expected = -float(model.iwelbo(*data.cells(data.zero_shot_cells), 3, generator).mean())

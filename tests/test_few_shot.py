@@ -16,10 +16,10 @@ from sparseshift import transfer as transfer_mod
 from sparseshift.data import RunData
 from sparseshift.heldout import HeldOut, few_shot_splits
 from sparseshift.model import ModelConfig
-from sparseshift.runs import train_run
+from sparseshift.runs import train_runs
 from sparseshift.simulate import SimulationConfig, simulate
 from sparseshift.train import TrainConfig
-from sparseshift.transfer import TransferConfig, transfer_run, transfer_stacked
+from sparseshift.transfer import TransferConfig, transfer_runs
 
 TRAIN = TrainConfig(epochs=4, batch_size=64, warmup_epochs=2, seed=0)
 CFG = TransferConfig(retrain_epochs=2, retrain_patience=None, finetune_epochs=3, particles=30)
@@ -38,7 +38,7 @@ def trained(adata):
     for method in ["vae", "svae", "svae_plus"]:
         cfg = ModelConfig(method=method, n_genes=20, n_latent=3, n_perturbations=8,
                           hyperparameters={"alpha": 8.0, "lambda": 1.0})
-        models[method] = train_run(adata, cfg, TRAIN, "cpu")[0]
+        models[method] = train_runs([adata], [cfg], [TRAIN], "cpu", stacked=False)[0][0]
     return lambda method: copy.deepcopy(models[method])
 
 
@@ -89,7 +89,7 @@ def few_shot_spy(monkeypatch):
 @pytest.mark.parametrize("method", ["vae", "svae", "svae_plus"])
 def test_few_shot_results_per_k_and_the_full_protocol_unchanged(adata, trained, method, monkeypatch):
     data = run_data(adata)
-    full = transfer_run(trained(method), data, TRAIN, CFG)
+    full = transfer_runs([trained(method)], [data], [TRAIN], CFG, stacked=False)[0]
     cfg = replace(CFG, few_shot=[5, 20, 60])
     scored_cells = []
     iwelbo = transfer_mod.SparseShiftVAE.iwelbo
@@ -100,7 +100,7 @@ def test_few_shot_results_per_k_and_the_full_protocol_unchanged(adata, trained, 
 
     calls = few_shot_spy(monkeypatch)
     monkeypatch.setattr(transfer_mod.SparseShiftVAE, "iwelbo", spy)
-    result = transfer_run(trained(method), data, TRAIN, cfg)
+    result = transfer_runs([trained(method)], [data], [TRAIN], cfg, stacked=False)[0]
     s = result.summary
     # the full protocol (the k = all row) gives today's numbers and models
     for key, value in full.summary.items():
@@ -137,7 +137,8 @@ def test_few_shot_results_per_k_and_the_full_protocol_unchanged(adata, trained, 
 def test_few_shot_fitting_beats_no_fitting_on_the_same_cells(adata, trained):
     data = run_data(adata)
     cfg = replace(CFG, finetune_epochs=60, finetune_lr=0.05, particles=50, few_shot=[30])
-    result = transfer_run(trained("svae_plus"), data, replace(TRAIN, batch_size=256), cfg)
+    one_batch = replace(TRAIN, batch_size=256)
+    result, = transfer_runs([trained("svae_plus")], [data], [one_batch], cfg, stacked=False)
     s = result.summary
     assert s["few_shot_epochs_run_k30"] == 60
     _, scored = few_shot_splits(data.heldout_cells, data.labels[data.heldout_cells].numpy(), 0, [30])[30]
@@ -151,7 +152,7 @@ def test_the_draw_is_the_same_for_every_method(adata, trained, monkeypatch):
     data = run_data(adata)
     cfg = replace(CFG, few_shot=[7])
     for method in ["svae", "svae_plus"]:
-        transfer_run(trained(method), data, TRAIN, cfg)
+        transfer_runs([trained(method)], [data], [TRAIN], cfg, stacked=False)[0]
     # full, k = 7 for svae; full, k = 7 for svae_plus
     np.testing.assert_array_equal(calls["fitted"][1], calls["fitted"][3])
     assert len(calls["fitted"][1]) == 14
@@ -161,8 +162,8 @@ def test_the_stacked_transfer_gives_the_same_keys_and_its_own_seeds_draws(adata,
     cfg = replace(CFG, few_shot=[5, 60])
     cfgs = [replace(TRAIN, seed=s) for s in (0, 1)]
     datas = [run_data(adata, c.seed) for c in cfgs]
-    stacked = transfer_stacked([trained("svae_plus"), trained("svae_plus")], datas, cfgs, cfg)
-    single = transfer_run(trained("svae_plus"), datas[0], TRAIN, cfg)
+    stacked = transfer_runs([trained("svae_plus"), trained("svae_plus")], datas, cfgs, cfg, stacked=True)
+    single = transfer_runs([trained("svae_plus")], [datas[0]], [TRAIN], cfg, stacked=False)[0]
     for result in stacked:
         assert set(result.summary) == set(single.summary)
         assert list(result.per_perturbation.columns) == list(single.per_perturbation.columns)
@@ -187,7 +188,7 @@ def test_the_stacked_transfer_of_runs_with_unequal_fits_goes_run_by_run(adata, t
     of_7 = datas[1].heldout_cells[(labels[datas[1].heldout_cells] == 7).numpy()]
     labels[of_7[3:]] = 6  # run 2: pert_007 keeps 3 held-out cells, pert_006 has 117
     datas[1].labels = labels
-    results = transfer_stacked([trained("svae"), trained("svae")], datas, cfgs, cfg)
+    results = transfer_runs([trained("svae"), trained("svae")], datas, cfgs, cfg, stacked=True)
     assert results[0].summary["n_few_shot_fitted_k5"] == 10 and results[1].summary["n_few_shot_fitted_k5"] == 8
     assert results[1].summary["n_few_shot_unscored_k5"] == 1 and results[1].summary["n_few_shot_cells_k5"] == 112
     assert np.isfinite(results[1].summary["inll_few_shot_k5"])

@@ -15,10 +15,10 @@ import torch
 from sparseshift.data import RunData
 from sparseshift.model import ModelConfig, SparseShiftVAE
 from sparseshift.plan import Plan
-from sparseshift.runs import heldout_graph_metrics, train_run
+from sparseshift.runs import heldout_graph_metrics, train_runs
 from sparseshift.simulate import SimulationConfig, simulate
 from sparseshift.train import TrainConfig
-from sparseshift.transfer import TransferConfig, transfer_run, transfer_stacked
+from sparseshift.transfer import TransferConfig, transfer_runs
 from test_plan import filled
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def trained(adata):
     for method in ["vae", "ivae", "svae", "svae_plus"]:
         cfg = ModelConfig(method=method, n_genes=20, n_latent=3, n_perturbations=8,
                           hyperparameters={"alpha": 8.0, "lambda": 1.0})
-        models[method] = train_run(adata, cfg, TRAIN, "cpu")[0]
+        models[method] = train_runs([adata], [cfg], [TRAIN], "cpu", stacked=False)[0][0]
     return lambda method: copy.deepcopy(models[method])
 
 
@@ -98,9 +98,9 @@ def test_the_variant_learns_held_out_masks_and_leaves_the_protocol_unchanged(ada
     moves the held-out rows' shifts and logits only, and is scored on the same cells."""
     def go(cfg):
         if stacked:
-            return transfer_stacked([trained(method), trained(method)], [run_data(adata), run_data(adata, 1)],
-                                    [TRAIN, TrainConfig(**{**vars(TRAIN), "seed": 1})], cfg)[0]
-        return transfer_run(trained(method), run_data(adata), TRAIN, cfg)
+            return transfer_runs([trained(method), trained(method)], [run_data(adata), run_data(adata, 1)],
+                                 [TRAIN, TrainConfig(**{**vars(TRAIN), "seed": 1})], cfg, stacked=True)[0]
+        return transfer_runs([trained(method)], [run_data(adata)], [TRAIN], cfg, stacked=False)[0]
 
     plain, learned = go(CFG), go(LEARN)
     s = learned.summary
@@ -121,7 +121,7 @@ def test_the_variant_learns_held_out_masks_and_leaves_the_protocol_unchanged(ada
 def test_ivae_has_no_mask_to_learn_its_variant_is_step_3(adata, trained):
     model = trained("ivae")
     assert not model.learn_heldout_masks(HELD)
-    r = transfer_run(trained("ivae"), run_data(adata), TRAIN, LEARN)
+    r = transfer_runs([trained("ivae")], [run_data(adata)], [TRAIN], LEARN, stacked=False)[0]
     assert r.summary["inll_learned_masks"] == r.summary["inll"]
     assert math.isnan(r.summary["heldout_mask_density_learned"])
     for a, b in zip(r.heldout_targets["heldout"], r.heldout_targets["heldout_learned"]):
@@ -129,7 +129,7 @@ def test_ivae_has_no_mask_to_learn_its_variant_is_step_3(adata, trained):
 
 
 def test_vae_has_no_held_out_targets(adata, trained):
-    r = transfer_run(trained("vae"), run_data(adata), TRAIN, LEARN)
+    r = transfer_runs([trained("vae")], [run_data(adata)], [TRAIN], LEARN, stacked=False)[0]
     assert r.heldout_targets == {} and "inll_learned_masks" not in r.summary
 
 

@@ -154,14 +154,15 @@ def test_non_finite_latents_are_refused(tmp_path):
 def test_a_resumed_run_reports_the_time_of_all_its_epochs(data, tmp_path):
     """train_seconds of a run resumed from its checkpoint: the sum over every epoch of its
     history, those of the killed attempt included."""
-    from sparseshift.runs import train_run
+    from sparseshift.runs import train_runs
 
     cfg = ModelConfig(method="svae_plus", n_genes=data.n_vars, n_latent=4, n_perturbations=12, hyperparameters={"alpha": 12.0})
     ckpt = tmp_path / "run.pt"
     train_cfg = TrainConfig(epochs=3, batch_size=64, warmup_epochs=1, checkpoint_every=1, seed=3)
     # checkpoints after epochs 1 and 2, not after the last: stands for a job killed in epoch 3
-    _, first, _, _ = train_run(data, cfg, train_cfg, "cpu", ckpt)
-    _, history, _, info = train_run(data, cfg, replace(train_cfg, epochs=4), "cpu", ckpt)
+    (_, first, _, _), = train_runs([data], [cfg], [train_cfg], "cpu", ckpt, stacked=False)
+    (_, history, _, info), = train_runs([data], [cfg], [replace(train_cfg, epochs=4)], "cpu", ckpt,
+                                        stacked=False)
     assert info["epochs_run"] == 4
     assert history["train_seconds"].iloc[:2].tolist() == first["train_seconds"].iloc[:2].tolist()
     assert info["train_seconds"] == history["train_seconds"].sum()

@@ -11,10 +11,10 @@ import pytest
 import torch
 from sparseshift.model import ModelConfig, SparseShiftVAE
 from sparseshift.data import RunData
-from sparseshift.runs import train_run
+from sparseshift.runs import train_runs
 from sparseshift.simulate import SimulationConfig, simulate
 from sparseshift.train import TrainConfig, TrainingDiverged
-from sparseshift.transfer import TransferConfig, finetune, transfer_run, transfer_stacked
+from sparseshift.transfer import TransferConfig, finetune, transfer_runs
 from torch.distributions import NegativeBinomial, Normal
 
 SHIFT_METHODS = ["ivae", "svae", "svae_plus"]
@@ -37,7 +37,7 @@ def trained(adata):
     models = {}
     for method in ["vae", *SHIFT_METHODS]:
         cfg = ModelConfig(method=method, n_genes=20, n_latent=3, n_perturbations=8, hyperparameters={"alpha": 8.0})
-        models[method] = train_run(adata, cfg, TRAIN, "cpu")[0]
+        models[method] = train_runs([adata], [cfg], [TRAIN], "cpu", stacked=False)[0][0]
     return lambda method: _copy(models[method])
 
 
@@ -188,7 +188,7 @@ def test_finetuned_shifts_reach_the_optimum_of_the_elbo(adata, trained):
 def test_transfer_run_reports_every_step(adata, trained, method, tmp_path):
     model = trained(method)
     cfg = TransferConfig(retrain_epochs=4, retrain_patience=None, finetune_epochs=3, particles=100)
-    result = transfer_run(model, run_data(adata), TRAIN, cfg)
+    result = transfer_runs([model], [run_data(adata)], [TRAIN], cfg, stacked=False)[0]
     s = result.summary
     assert s["inll"] == pytest.approx(-s["iwelbo_heldout"])
     assert s["iwelbo_heldout"] > s["elbo_heldout"] and s["n_heldout_cells"] == 120
@@ -220,7 +220,7 @@ def test_no_held_out_cells_gives_nan_scores(trained):
                          n_genes=20, decoder_hidden=8, seed=0)
     )
     model = trained("svae_plus")
-    result = transfer_run(model, run_data(data), TRAIN, TransferConfig(particles=10))
+    result = transfer_runs([model], [run_data(data)], [TRAIN], TransferConfig(particles=10), stacked=False)[0]
     assert math.isnan(result.summary["inll"]) and result.per_perturbation.empty
     assert isinstance(result.finetune_history, pd.DataFrame) and result.finetuned is model
 
@@ -228,7 +228,7 @@ def test_no_held_out_cells_gives_nan_scores(trained):
 def test_a_diverging_retraining_stops_the_transfer_naming_its_step(adata, trained):
     cfg = TransferConfig(retrain_epochs=3, retrain_patience=None, finetune_epochs=2, particles=10)
     with pytest.raises(TrainingDiverged, match=r"step 2 of the transfer \(retraining\) .* in epoch 1"):
-        transfer_run(trained("svae_plus"), run_data(adata), replace(TRAIN, lr=1e5), cfg)
+        transfer_runs([trained("svae_plus")], [run_data(adata)], [replace(TRAIN, lr=1e5)], cfg, stacked=False)
 
 
 def test_a_diverging_fine_tuning_names_its_learning_rate(adata, trained, monkeypatch):
@@ -242,7 +242,7 @@ def test_a_diverging_fine_tuning_names_its_learning_rate(adata, trained, monkeyp
     monkeypatch.setattr(train, "check_epoch", diverge_in_step_3)
     cfg = TransferConfig(retrain_epochs=2, retrain_patience=None, finetune_epochs=2, particles=10)
     with pytest.raises(TrainingDiverged, match=r"step 3 of the transfer \(fine-tuning\) .*config key transfer\.finetune_lr"):
-        transfer_run(trained("svae_plus"), run_data(adata), TRAIN, cfg)
+        transfer_runs([trained("svae_plus")], [run_data(adata)], [TRAIN], cfg, stacked=False)
 
 
 def test_a_resumed_retraining_counts_the_time_of_every_attempt(adata, trained, monkeypatch, tmp_path):
@@ -261,10 +261,10 @@ def test_a_resumed_retraining_counts_the_time_of_every_attempt(adata, trained, m
     train_cfg = replace(TRAIN, checkpoint_every=1)
     monkeypatch.setattr(train, "check_epoch", killed_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        transfer_run(trained("svae_plus"), run_data(adata), train_cfg, cfg, ckpt)
+        transfer_runs([trained("svae_plus")], [run_data(adata)], [train_cfg], cfg, ckpt, stacked=False)[0]
     killed = torch.load(ckpt, weights_only=False)["histories"][0]
     monkeypatch.setattr(train, "check_epoch", check)
-    result = transfer_run(trained("svae_plus"), run_data(adata), train_cfg, cfg, ckpt)
+    result, = transfer_runs([trained("svae_plus")], [run_data(adata)], [train_cfg], cfg, ckpt, stacked=False)
     history = result.retrain_history
     assert len(killed) == 2 and history["epoch"].tolist() == [1, 2, 3, 4]
     assert history["train_seconds"].iloc[:2].tolist() == [row["train_seconds"] for row in killed]
@@ -282,7 +282,7 @@ def two_runs(adata, trained, method):
 def test_stacked_transfer_reports_every_step_of_every_run(adata, trained, method):
     models, datas, cfgs = two_runs(adata, trained, method)
     cfg = TransferConfig(retrain_epochs=4, retrain_patience=None, finetune_epochs=3, particles=100)
-    results = transfer_stacked(models, datas, cfgs, cfg)
+    results = transfer_runs(models, datas, cfgs, cfg, stacked=True)
     for result in results:
         s = result.summary
         assert s["inll"] == pytest.approx(-s["iwelbo_heldout"]) and np.isfinite(s["inll"])
@@ -313,8 +313,9 @@ def test_stacked_transfer_stops_each_run_early_and_scores_like_one_run_transfers
     its one-run transfer up to the noise of the random draws (the two seeds' spread)."""
     cfg = TransferConfig(retrain_epochs=30, retrain_patience=2, finetune_epochs=10, particles=200)
     models, datas, cfgs = two_runs(adata, trained, "svae_plus")
-    stacked = transfer_stacked(models, datas, cfgs, cfg)
-    single = [transfer_run(trained("svae_plus"), d, c, cfg) for d, c in zip(datas, cfgs)]
+    stacked = transfer_runs(models, datas, cfgs, cfg, stacked=True)
+    single = [transfer_runs([trained("svae_plus")], [d], [c], cfg, stacked=False)[0]
+              for d, c in zip(datas, cfgs)]
     for result in stacked:
         assert len(result.retrain_history) < 30  # stopped early
     gap = [abs(a.summary["inll"] - b.summary["inll"]) for a, b in zip(stacked, single)]
@@ -328,8 +329,9 @@ def test_step_2_iwelbo_can_be_left_out_but_never_the_final_one(adata, trained, m
     where step 2's model is the final one (no shifts, or no fine-tuning epochs); the final
     I-NLL is that of the full protocol either way."""
     cfg = TransferConfig(retrain_epochs=2, retrain_patience=None, finetune_epochs=finetune_epochs, particles=50)
-    full = transfer_run(trained(method), run_data(adata), TRAIN, cfg).summary
-    lean = transfer_run(trained(method), run_data(adata), TRAIN, replace(cfg, score_retrained=False)).summary
+    full = transfer_runs([trained(method)], [run_data(adata)], [TRAIN], cfg, stacked=False)[0].summary
+    lean_cfg = replace(cfg, score_retrained=False)
+    lean = transfer_runs([trained(method)], [run_data(adata)], [TRAIN], lean_cfg, stacked=False)[0].summary
     assert lean["inll"] == full["inll"] and np.isfinite(lean["inll"])
     final_is_step_2 = method == "vae" or finetune_epochs == 0
     assert math.isnan(lean["iwelbo_heldout_retrained"]) != final_is_step_2

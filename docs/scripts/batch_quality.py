@@ -3,7 +3,7 @@
 Usage: python docs/scripts/batch_quality.py DATA.h5ad [--batch-sizes 128 256 512 1024]
        [--epochs 300] [--alpha 100] [--threads 1] [--scale-lr]
 
-Trains the pipeline's sVAE+ (``train_run``, the paper configuration's settings: 300 epochs,
+Trains the pipeline's sVAE+ (``train_runs``, the paper configuration's settings: 300 epochs,
 50 warm-up epochs, lr 0.001, alpha 100) on ``DATA.h5ad`` once per batch size and prints, per
 batch size, the Pearson MCC, the graph F1 on the training perturbations, the validation ELBO,
 the mask density and the seconds per epoch of the minibatch loop. ``--scale-lr`` multiplies
@@ -20,7 +20,7 @@ import torch
 from sparseshift.io import read_dataset
 from sparseshift.model import ModelConfig
 from sparseshift.data import perturbation_labels
-from sparseshift.runs import evaluate_run, train_run
+from sparseshift.runs import evaluate_run, train_runs
 from sparseshift.train import TrainConfig
 
 
@@ -42,7 +42,7 @@ def main(argv=None):
         model_cfg = ModelConfig(method="svae_plus", n_genes=adata.n_vars, n_latent=adata.uns["simulation"]["n_latent"],
                                 n_perturbations=len(names), hyperparameters={"alpha": args.alpha})
         train_cfg = TrainConfig(epochs=args.epochs, batch_size=batch, lr=lr, warmup_epochs=50, seed=0)
-        model, history, latents, info = train_run(adata, model_cfg, train_cfg, "cpu")
+        (model, history, latents, info), = train_runs([adata], [model_cfg], [train_cfg], "cpu", stacked=False)
         m = evaluate_run(adata, model, latents)
         rows.append({
             "batch_size": batch, "lr": lr, "mcc_pearson": round(m["mcc_pearson"], 3),

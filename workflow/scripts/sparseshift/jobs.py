@@ -17,10 +17,10 @@ from . import io
 from .data import RunData, dataset_perturbations, load_latents, perturbation_labels
 from .io import CONSOLE, read_dataset
 from .model import ModelConfig, SparseShiftVAE
-from .runs import (evaluate_run, heldout_graph_metrics, mask_agreement, save_model, save_run, train_run,
-                   train_stacked, udr_score)
+from .runs import (evaluate_run, heldout_graph_metrics, mask_agreement, save_model, save_run, train_runs,
+                   udr_score)
 from .train import TrainConfig, TrainingDiverged, select_device
-from .transfer import TransferConfig, transfer_run, transfer_stacked
+from .transfer import TransferConfig, transfer_runs
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,8 @@ def train_from_files(
     adata = read_dataset(data_path)
     model_cfg = run_model_config(adata, data_path, model_settings)
     with checkpointed([run], checkpoint, {"data": str(data_path), "model": model_settings, "train": train_settings}):
-        model, history, latents, info = train_run(adata, model_cfg, train_cfg, device, checkpoint, str(data_path))
+        (model, history, latents, info), = train_runs([adata], [model_cfg], [train_cfg], device, checkpoint,
+                                                      [str(data_path)], stacked=False)
     save_run(model, history, latents, info, adata, outputs)
     finished(checkpoint)
     log.info("train %s: done, %d epochs in %.1f s, validation ELBO %.2f", run, info["epochs_run"],
@@ -121,7 +122,7 @@ def train_stacked_from_files(
     outputs: dict,
 ) -> None:
     """The stacked training job: several runs of one method (seeds, settings, replicates)
-    trained as one batched model (:func:`train_stacked`). Run i trains on ``data_paths[i]``
+    trained as one batched model (:func:`sparseshift.runs.train_runs`). Run i trains on ``data_paths[i]``
     (a file shared by several runs is read once) with ``model_settings[i]`` and
     ``train_settings[i]``; each entry of ``outputs`` is a list with one path per run."""
     folders = [run_folder(path) for path in outputs["weights"]]
@@ -133,7 +134,8 @@ def train_stacked_from_files(
     model_cfgs = [run_model_config(a, p, m) for a, p, m in zip(adatas, data_paths, model_settings)]
     settings = {"data": [str(p) for p in data_paths], "model": model_settings, "train": train_settings}
     with checkpointed(folders, checkpoint, settings):
-        runs = train_stacked(adatas, model_cfgs, train_cfgs, device, checkpoint, [str(p) for p in data_paths])
+        runs = train_runs(adatas, model_cfgs, train_cfgs, device, checkpoint, [str(p) for p in data_paths],
+                          stacked=True)
     for i, (adata, (model, history, latents, info)) in enumerate(zip(adatas, runs)):
         save_run(model, history, latents, info, adata, {key: paths[i] for key, paths in outputs.items()})
     finished(checkpoint)
@@ -233,7 +235,7 @@ def transfer_from_files(
     data, model = transfer_inputs(inputs, train_cfg, select_device(device))
     latents = model.latent_means(data.x).cpu().numpy()  # step 1's (latents.npz), before steps 2 and 3
     with checkpointed([run], checkpoint, {"train": train_settings, "transfer": transfer_settings}):
-        result = transfer_run(model, data, train_cfg, cfg, checkpoint)
+        result, = transfer_runs([model], [data], [train_cfg], cfg, checkpoint, stacked=False)
     summary = save_transfer(result, inputs["info"], outputs, data, latents)
     finished(checkpoint)
     log.info("transfer %s: done, %d + %d epochs, I-NLL %.2f", run, summary.get("retrain_epochs_run", 0),
@@ -245,7 +247,7 @@ def transfer_stacked_from_files(
     inputs: dict, train_settings: list[dict], transfer_settings: dict, device: str, checkpoint, outputs: dict
 ) -> list[dict]:
     """The stacked transfer job: :func:`transfer_from_files` for the runs of several seeds
-    (:func:`sparseshift.transfer.transfer_stacked`); every entry of ``inputs`` and ``outputs``
+    (:func:`sparseshift.transfer.transfer_runs`); every entry of ``inputs`` and ``outputs``
     is a list with one path per run, ``train_settings`` one dict per run."""
     runs = [run_folder(Path(path).parent) for path in outputs["summary"]]
     name = f"{runs[0]} and {len(runs) - 1} more" if len(runs) > 1 else runs[0]
@@ -263,7 +265,8 @@ def transfer_stacked_from_files(
         loaded.append((data, model))
     latents = [model.latent_means(data.x).cpu().numpy() for data, model in loaded]  # step 1's
     with checkpointed(runs, checkpoint, {"train": train_settings, "transfer": transfer_settings}):
-        results = transfer_stacked([m for _, m in loaded], [d for d, _ in loaded], train_cfgs, cfg, checkpoint)
+        results = transfer_runs([m for _, m in loaded], [d for d, _ in loaded], train_cfgs, cfg, checkpoint,
+                                stacked=True)
     summaries = [
         save_transfer(result, inputs["info"][i], {k: v[i] for k, v in outputs.items()}, loaded[i][0], latents[i])
         for i, result in enumerate(results)

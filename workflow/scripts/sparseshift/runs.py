@@ -60,43 +60,37 @@ def finish_run(model: SparseShiftVAE, history: pd.DataFrame, data: RunData, lr: 
     return latents, info
 
 
-def train_run(
-    adata,
-    model_cfg: ModelConfig,
-    train_cfg: TrainConfig,
-    device: str = "auto",
-    checkpoint: str | Path | None = None,
-    path: str = "<dataset>",
-) -> tuple[SparseShiftVAE, pd.DataFrame, np.ndarray, dict]:
-    """Train on the ``train`` split; return the model, its history, the latent means
-    of every cell and timing information."""
-    data, model = new_run(adata, model_cfg, train_cfg, select_device(device), path)
-    history = fit(model, data.x, data.labels, data.train_cells, data.val_cells, train_cfg, checkpoint)
-    latents, info = finish_run(model, history, data, train_cfg.lr)
-    return model, history, latents, info
-
-
-def train_stacked(
+def train_runs(
     adatas: list,
     model_cfgs: list[ModelConfig],
     train_cfgs: list[TrainConfig],
     device: str = "auto",
     checkpoint: str | Path | None = None,
     paths: list[str] | None = None,
+    *,
+    stacked: bool,
 ) -> list[tuple[SparseShiftVAE, pd.DataFrame, np.ndarray, dict]]:
-    """:func:`train_run` for several runs (run i: ``adatas[i]``, ``model_cfgs[i]``,
-    ``train_cfgs[i]``), trained together as one batched model
-    (:func:`sparseshift.batched.fit_many`): the seeds, settings and replicates of a method.
+    """Train runs on their ``train`` split (run i: ``adatas[i]``, ``model_cfgs[i]``,
+    ``train_cfgs[i]``); return each run's model, history, latent means of every cell and
+    timing information.
 
-    The runs may differ in their seed and in the swept weights (beta, lambda, alpha) only.
-    Each run starts from the same initial weights and validation split as its
-    :func:`train_run`; its random draws differ, so its numbers are not those of the
-    one-model run. ``train_seconds`` of each run is the stack's time divided by its size. A
-    model of the stack that diverges stops them all (:class:`TrainingDiverged` names it).
+    ``stacked`` says how, not the number of runs: False trains one run as one model
+    (:func:`sparseshift.train.fit`; the one-model jobs, and BatchNorm models, which cannot be
+    stacked); True trains the runs together as one batched model
+    (:func:`sparseshift.batched.fit_many`; the stacked jobs, a stack of one included): the
+    seeds, settings and replicates of a method. The runs of a stack may differ in their seed
+    and in the swept weights (beta, lambda, alpha) only. Each run starts from the same initial
+    weights and validation split either way; its random draws differ, so a stacked run's
+    numbers are not those of its one-model training. ``train_seconds`` of a stacked run is the
+    stack's time divided by its size. A model of the stack that diverges stops them all
+    (:class:`TrainingDiverged` names it).
     """
+    if not stacked and len(adatas) != 1:
+        raise ValueError(f"train_runs: one model trains one run, not {len(adatas)}; stack several "
+                         "(stacked=True)")
     seeds = [c.seed for c in train_cfgs]
     if any(replace(c, seed=0) != replace(train_cfgs[0], seed=0) for c in train_cfgs):
-        raise ValueError("train_stacked: the runs of a stack must share their training settings but the seed")
+        raise ValueError("train_runs: the runs of a stack must share their training settings but the seed")
     dev = select_device(device)
     paths = paths or ["<dataset>"] * len(adatas)
     shared: dict = {}  # (dataset, seed) -> RunData: the settings of one seed share its tensors
@@ -105,17 +99,23 @@ def train_stacked(
         data, model = new_run(adata, model_cfg, train_cfg, dev, path, shared.get((id(adata), train_cfg.seed)))
         shared[(id(adata), train_cfg.seed)] = data
         runs.append((data, model))
-    histories = fit_many(
-        [model for _, model in runs], [d.x for d, _ in runs], [d.labels for d, _ in runs],
-        [d.train_cells for d, _ in runs], [d.val_cells for d, _ in runs], train_cfgs[0], seeds, checkpoint,
-    )
+    if stacked:
+        histories = fit_many(
+            [model for _, model in runs], [d.x for d, _ in runs], [d.labels for d, _ in runs],
+            [d.train_cells for d, _ in runs], [d.val_cells for d, _ in runs], train_cfgs[0], seeds,
+            checkpoint,
+        )
+    else:
+        (data, model), = runs
+        histories = [fit(model, data.x, data.labels, data.train_cells, data.val_cells, train_cfgs[0],
+                         checkpoint)]
     out = []
     for i, ((data, model), history) in enumerate(zip(runs, histories)):
         try:
             latents, info = finish_run(model, history, data, train_cfgs[i].lr)
         except TrainingDiverged as err:
-            raise err.update(member=i)
-        out.append((model, history, latents, {**info, "stacked_models": len(runs)}))
+            raise err.update(member=i) if stacked else err
+        out.append((model, history, latents, {**info, "stacked_models": len(runs)} if stacked else info))
     return out
 
 

@@ -28,8 +28,8 @@ Methods are compared on I-NLL = -IWELBO per cell (lower is better). Models witho
 perturbation parameters (VAE, beta-VAE) go through step 2 (more training, the same
 budget as the others) and have nothing to fit in step 3.
 
-This module trains: steps 2 and 3 of one run (:func:`transfer_run`) or of a stack of runs
-(:func:`transfer_stacked`), and their variants. The transfer's settings
+This module trains: steps 2 and 3 of one run or of a stack of runs (:func:`transfer_runs`,
+``stacked`` saying which), and their variants. The transfer's settings
 (:class:`~sparseshift.heldout.TransferConfig`), its result and the scoring of the held-out
 cells after each step (:class:`~sparseshift.heldout.HeldOut`) are in :mod:`sparseshift.heldout`.
 """
@@ -97,57 +97,15 @@ def no_transfer(model: SparseShiftVAE, cfg: TransferConfig) -> TransferResult:
     return TransferResult(model, model, empty, empty, pd.DataFrame(columns=columns), summary)
 
 
-def transfer_run(
-    model: SparseShiftVAE, data, train_cfg: TrainConfig, cfg: TransferConfig, checkpoint=None
-) -> TransferResult:
-    """Steps 2 and 3 on ``model`` (modified in place), with the held-out scores of each step."""
-    if not len(data.heldout_cells):
-        return no_transfer(model, cfg)
-    held = HeldOut(data, train_cfg.seed, cfg)
-    seed_everything(train_cfg.seed)
-    held.before(model)
-    try:
-        retrain_history = retrain(model, data, train_cfg, cfg, checkpoint)
-    except TrainingDiverged as err:
-        raise err.update(step="step 2 of the transfer (retraining)")
-    retrained = held.retrained(model, retrain_history)
-    tic = time.perf_counter()
-    try:
-        finetune_history = finetune(model, data, held.held_out, train_cfg, cfg)
-    except TrainingDiverged as err:
-        raise err.update(step="step 3 of the transfer (fine-tuning)", lr_key="transfer.finetune_lr")
-    held.finetuned(model, finetune_history, time.perf_counter() - tic)
-    held.held_out_rows("heldout", model)
-    if cfg.learn_heldout_masks and has_step_3(model, cfg):  # after the full protocol, unchanged by it
-        learned = copy.deepcopy(retrained)
-        if learned.learn_heldout_masks(held.held_out):
-            seed_everything(train_cfg.seed)
-            try:
-                history = finetune(learned, data, held.held_out, train_cfg, cfg)
-            except TrainingDiverged as err:
-                raise err.update(step="step 3 with learned held-out masks", lr_key="transfer.finetune_lr")
-            held.learned_scored(learned, history, train_cfg.lr)
-        else:
-            held.learned_scored(None, finetune_history, train_cfg.lr)
-    for k in cfg.few_shot:  # after the full protocol, whose numbers stay as they were
-        few = copy.deepcopy(retrained)
-        seed_everything(train_cfg.seed)
-        try:
-            history = finetune(few, data, held.held_out, train_cfg, cfg, cells=held.splits[k][0])
-        except TrainingDiverged as err:
-            raise err.update(step=f"step 3 of the few-shot transfer (k = {k})", lr_key="transfer.finetune_lr")
-        held.few_shot_scored(k, few, history, train_cfg.lr)
-    return held.result(retrained, model, retrain_history, finetune_history, train_cfg.lr)
-
-
-def refit_stacked(models: list, held: list, datas: list, train_cfgs: list[TrainConfig], cfg: TransferConfig,
-                  cells: list[np.ndarray]) -> list[pd.DataFrame]:
-    """Step 3 of a stack's runs again, on copies (``models``) of their step-2 models, each on
-    its ``cells``: as one stack when every run fits as many cells, else run by run. The held-out
-    rows' shifts train, and their mask logits when they are learned."""
-    if not has_step_3(models[0], cfg):
+def refit(models: list, held: list, datas: list, train_cfgs: list[TrainConfig], cfg: TransferConfig,
+          cells: list[np.ndarray], stacked: bool) -> list[pd.DataFrame]:
+    """Step 3 of runs again, on copies (``models``) of their step-2 models, each on its
+    ``cells``: run by run (seeded with its seed, :func:`finetune`) without ``stacked`` or when
+    the runs fit unequal numbers of cells, else as one stack. The held-out rows' shifts train,
+    and their mask logits when they are learned."""
+    if stacked and not has_step_3(models[0], cfg):
         return [pd.DataFrame(columns=HISTORY_COLUMNS)] * len(models)
-    if len({len(c) for c in cells}) > 1:
+    if not stacked or len({len(c) for c in cells}) > 1:
         histories = []
         for h, model, data, c, fitted in zip(held, models, datas, train_cfgs, cells):
             seed_everything(c.seed)
@@ -162,16 +120,17 @@ def refit_stacked(models: list, held: list, datas: list, train_cfgs: list[TrainC
                     [c.seed for c in train_cfgs], trainable=trainable)
 
 
-def after_protocol_stacked(held: list, retrained: list, finetune_histories: list, datas: list,
-                           train_cfgs: list[TrainConfig], cfg: TransferConfig) -> None:
-    """The step-3 variants of a stack's runs (:func:`transfer_stacked`), each from copies of the
-    step-2 models, after the full protocol's scores: learned held-out masks
-    (``cfg.learn_heldout_masks``), then the few-shot transfers, for each k."""
+def after_protocol(held: list, retrained: list, finetune_histories: list, datas: list,
+                   train_cfgs: list[TrainConfig], cfg: TransferConfig, stacked: bool) -> None:
+    """The step-3 variants of the runs (:func:`transfer_runs`), each from copies of the step-2
+    models, after the full protocol's scores, whose numbers stay as they were: learned
+    held-out masks (``cfg.learn_heldout_masks``), then the few-shot transfers, for each k."""
     if cfg.learn_heldout_masks and has_step_3(retrained[0], cfg):
         models = [copy.deepcopy(m) for m in retrained]
         if all([m.learn_heldout_masks(h.held_out) for m, h in zip(models, held)]):
             try:
-                histories = refit_stacked(models, held, datas, train_cfgs, cfg, [d.heldout_cells for d in datas])
+                cells = [d.heldout_cells for d in datas]
+                histories = refit(models, held, datas, train_cfgs, cfg, cells, stacked)
             except TrainingDiverged as err:
                 raise err.update(step="step 3 with learned held-out masks", lr_key="transfer.finetune_lr")
             for h, model, history, c in zip(held, models, histories, train_cfgs):
@@ -182,54 +141,80 @@ def after_protocol_stacked(held: list, retrained: list, finetune_histories: list
     for k in cfg.few_shot:
         models = [copy.deepcopy(m) for m in retrained]
         try:
-            histories = refit_stacked(models, held, datas, train_cfgs, cfg, [h.splits[k][0] for h in held])
+            histories = refit(models, held, datas, train_cfgs, cfg, [h.splits[k][0] for h in held], stacked)
         except TrainingDiverged as err:
             raise err.update(step=f"step 3 of the few-shot transfer (k = {k})", lr_key="transfer.finetune_lr")
         for h, model, history, c in zip(held, models, histories, train_cfgs):
             h.few_shot_scored(k, model, history, c.lr)
 
 
-def transfer_stacked(
+def retrain_runs(models: list, held: list, datas: list, train_cfgs: list[TrainConfig], cfg: TransferConfig,
+                 checkpoint, stacked: bool) -> list[pd.DataFrame]:
+    """Step 2 of the runs: one model (:func:`retrain`) or a stack (early stopping per run)."""
+    if not stacked:
+        return [retrain(models[0], datas[0], train_cfgs[0], cfg, checkpoint)]
+    return fit_many(models, [d.x for d in datas], [d.labels for d in datas], [d.train_cells for d in datas],
+                    [d.val_cells for d in datas], retrain_config(train_cfgs[0], cfg),
+                    [c.seed for c in train_cfgs], checkpoint)
+
+
+def finetune_runs(models: list, held: list, datas: list, train_cfgs: list[TrainConfig],
+                  cfg: TransferConfig, stacked: bool) -> tuple[list[pd.DataFrame], list[float]]:
+    """Step 3 of the runs on their held-out cells: one model (:func:`finetune`, timed around
+    it) or a stack (each run's time its share of the stack's); the histories and seconds."""
+    if not stacked:
+        tic = time.perf_counter()
+        history = finetune(models[0], datas[0], held[0].held_out, train_cfgs[0], cfg)
+        return [history], [time.perf_counter() - tic]
+    has_shifts = [bool(model.freeze_all_but_shifts(h.held_out)) for h, model in zip(held, models)]
+    if has_shifts[0]:
+        histories = fit_many(models, [d.x for d in datas], [d.labels for d in datas],
+                             [d.heldout_cells for d in datas], [np.array([], dtype=np.int64)] * len(models),
+                             finetune_config(train_cfgs[0], cfg), [c.seed for c in train_cfgs],
+                             trainable={"prior.mu": models[0].shift_rows(held[0].held_out)})
+    else:
+        histories = [pd.DataFrame(columns=HISTORY_COLUMNS)] * len(models)
+    return histories, [float(h["train_seconds"].sum()) if len(h) else 0.0 for h in histories]
+
+
+def transfer_runs(
     models: list[SparseShiftVAE], datas: list, train_cfgs: list[TrainConfig], cfg: TransferConfig,
-    checkpoint=None,
+    checkpoint=None, *, stacked: bool,
 ) -> list[TransferResult]:
-    """:func:`transfer_run` for several runs of one method, steps 2 and 3 trained as one
-    stack (:func:`sparseshift.batched.fit_many`, early stopping per run in step 2); the
-    IWELBOs run model by model. The runs must have held-out perturbations of the same
-    indices and data of one shape (the seeds of a simulation setting). A run's random
-    draws differ from its one-run transfer, so its numbers do too."""
+    """Steps 2 and 3 on ``models`` (modified in place; run i: ``models[i]`` on ``datas[i]``
+    with ``train_cfgs[i]``), with the held-out scores of each step and the step-3 variants.
+
+    ``stacked`` says how, not the number of runs: False transfers one run as one model
+    (:func:`sparseshift.train.fit`); True trains steps 2 and 3 of the runs as one stack
+    (:func:`sparseshift.batched.fit_many`, early stopping per run in step 2; a stack of one
+    included), the IWELBOs run model by model. The runs of a stack must have held-out
+    perturbations of the same indices and data of one shape (the seeds of a simulation
+    setting). A stacked run's random draws differ from its one-model transfer, so its numbers
+    do too."""
+    if not stacked and len(models) != 1:
+        raise ValueError(f"transfer_runs: one model transfers one run, not {len(models)}; stack several "
+                         "(stacked=True)")
     if not len(datas[0].heldout_cells):
         return [no_transfer(model, cfg) for model in models]
     held = [HeldOut(data, c.seed, cfg) for data, c in zip(datas, train_cfgs)]
     if any(not torch.equal(h.held_out, held[0].held_out) for h in held):
-        raise ValueError("transfer_stacked: the runs hold out different perturbations; transfer them one by one")
-    seeds = [c.seed for c in train_cfgs]
-    seed_everything(seeds[0])
+        raise ValueError("transfer_runs: the runs hold out different perturbations; transfer them one by one")
+    seed_everything(train_cfgs[0].seed)
     for h, model in zip(held, models):
         h.before(model)
-    xs, labels = [d.x for d in datas], [d.labels for d in datas]
     try:
-        retrain_histories = fit_many(models, xs, labels, [d.train_cells for d in datas],
-                                     [d.val_cells for d in datas], retrain_config(train_cfgs[0], cfg), seeds,
-                                     checkpoint)
+        retrain_histories = retrain_runs(models, held, datas, train_cfgs, cfg, checkpoint, stacked)
     except TrainingDiverged as err:
         raise err.update(step="step 2 of the transfer (retraining)")
     retrained = [h.retrained(model, hist) for h, model, hist in zip(held, models, retrain_histories)]
-    has_shifts = [bool(model.freeze_all_but_shifts(h.held_out)) for h, model in zip(held, models)]
-    if has_shifts[0]:
-        no_validation = [np.array([], dtype=np.int64)] * len(models)
-        try:
-            finetune_histories = fit_many(models, xs, labels, [d.heldout_cells for d in datas], no_validation,
-                                          finetune_config(train_cfgs[0], cfg), seeds,
-                                          trainable={"prior.mu": models[0].shift_rows(held[0].held_out)})
-        except TrainingDiverged as err:
-            raise err.update(step="step 3 of the transfer (fine-tuning)", lr_key="transfer.finetune_lr")
-    else:
-        finetune_histories = [pd.DataFrame(columns=HISTORY_COLUMNS)] * len(models)
-    for h, model, f_hist in zip(held, models, finetune_histories):
-        h.finetuned(model, f_hist, float(f_hist["train_seconds"].sum()) if len(f_hist) else 0.0)
+    try:
+        finetune_histories, seconds = finetune_runs(models, held, datas, train_cfgs, cfg, stacked)
+    except TrainingDiverged as err:
+        raise err.update(step="step 3 of the transfer (fine-tuning)", lr_key="transfer.finetune_lr")
+    for h, model, f_hist, s in zip(held, models, finetune_histories, seconds):
+        h.finetuned(model, f_hist, s)
         h.held_out_rows("heldout", model)
-    after_protocol_stacked(held, retrained, finetune_histories, datas, train_cfgs, cfg)
+    after_protocol(held, retrained, finetune_histories, datas, train_cfgs, cfg, stacked)
     return [h.result(copy_, model, r_hist, f_hist, c.lr)
             for h, model, copy_, r_hist, f_hist, c in zip(held, models, retrained, retrain_histories,
                                                           finetune_histories, train_cfgs)]
