@@ -66,6 +66,11 @@ def outputs(folder, files: dict) -> dict:
     return {key: str(folder / name) for key, name in files.items()}
 
 
+def one_run(files: dict) -> dict:
+    """A one-model job's files as the job functions take them: a list of one per entry."""
+    return {key: [path] for key, path in files.items()}
+
+
 def same_run_files(a: dict, b: dict) -> None:
     """Two runs' files hold the same numbers (timings aside)."""
     for key, path in a.items():
@@ -94,13 +99,14 @@ def dataset(tmp_path_factory):
 def trained(dataset, tmp_path_factory) -> dict:
     """The files of an uninterrupted training job."""
     run = outputs(tmp_path_factory.mktemp("trained"), RUN_FILES)
-    assert job("train_from_files", [dataset, MODEL, TRAIN, "cpu", run["weights"] + ".checkpoint", run]) == 0
+    args = [[dataset], [MODEL], [TRAIN], "cpu", run["weights"] + ".checkpoint", one_run(run), False]
+    assert job("train_from_files", args) == 0
     return run
 
 
 def test_a_killed_training_job_resumes_to_the_numbers_of_an_uninterrupted_one(dataset, trained, tmp_path):
     killed, checkpoint = outputs(tmp_path / "killed", RUN_FILES), tmp_path / "checkpoints" / "run.pt"
-    args = [dataset, MODEL, TRAIN, "cpu", str(checkpoint), killed]
+    args = [[dataset], [MODEL], [TRAIN], "cpu", str(checkpoint), one_run(killed), False]
     assert job("train_from_files", args, kill_in="train") == -signal.SIGKILL
     assert checkpoint.exists() and not (tmp_path / "killed").exists()
     assert job("train_from_files", args) == 0  # the rerun resumes at epoch 2
@@ -114,11 +120,12 @@ def test_a_killed_training_job_resumes_to_the_numbers_of_an_uninterrupted_one(da
 
 
 def test_a_killed_transfer_job_resumes_to_the_numbers_of_an_uninterrupted_one(dataset, trained, tmp_path):
-    inputs = {"data": dataset, **{key: trained[key] for key in ("weights", "config", "info")}}
+    inputs = one_run({"data": dataset, **{key: trained[key] for key in ("weights", "config", "info")}})
     straight = outputs(tmp_path / "straight", TRANSFER_FILES)
-    assert job("transfer_from_files", [inputs, TRAIN, TRANSFER, "cpu", str(tmp_path / "a.pt"), straight]) == 0
+    args = [inputs, [TRAIN], TRANSFER, "cpu", str(tmp_path / "a.pt"), one_run(straight), False]
+    assert job("transfer_from_files", args) == 0
     killed, checkpoint = outputs(tmp_path / "killed", TRANSFER_FILES), tmp_path / "run.transfer.pt"
-    args = [inputs, TRAIN, TRANSFER, "cpu", str(checkpoint), killed]
+    args = [inputs, [TRAIN], TRANSFER, "cpu", str(checkpoint), one_run(killed), False]
     assert job("transfer_from_files", args, kill_in="train") == -signal.SIGKILL  # in step 2, at epoch 2
     assert checkpoint.exists() and not (tmp_path / "killed").exists()
     assert job("transfer_from_files", args) == 0
@@ -136,13 +143,13 @@ def test_a_killed_stacked_training_job_resumes_to_the_numbers_of_an_uninterrupte
     straight, killed = stacked("straight"), stacked("killed")
     models = [MODEL, {**MODEL, "hyperparameters": {"alpha": 20.0}}]  # two settings of sVAE+ in one stack
     train = [{**TRAIN, "seed": s} for s in seeds]
-    assert job("train_stacked_from_files", [[dataset] * 2, models, train, "cpu", str(tmp_path / "a.pt"),
-                                            straight]) == 0
+    assert job("train_from_files", [[dataset] * 2, models, train, "cpu", str(tmp_path / "a.pt"), straight,
+                                    True]) == 0
     checkpoint = tmp_path / "stack.pt"
-    args = [[dataset] * 2, models, train, "cpu", str(checkpoint), killed]
-    assert job("train_stacked_from_files", args, kill_in="train") == -signal.SIGKILL
+    args = [[dataset] * 2, models, train, "cpu", str(checkpoint), killed, True]
+    assert job("train_from_files", args, kill_in="train") == -signal.SIGKILL
     assert checkpoint.exists() and not (tmp_path / "killed").exists()
-    assert job("train_stacked_from_files", args) == 0
+    assert job("train_from_files", args) == 0
     assert not checkpoint.exists()
     for i in range(len(seeds)):
         same_run_files({k: v[i] for k, v in straight.items()}, {k: v[i] for k, v in killed.items()})
@@ -160,12 +167,13 @@ def test_a_killed_stacked_transfer_job_resumes_to_the_numbers_of_an_uninterrupte
         return {key: [str(tmp_path / folder / f"seed{s}" / name) for s in (0, 1)] for key, name in TRANSFER_FILES.items()}
 
     straight, killed = stacked("straight"), stacked("killed")
-    assert job("transfer_stacked_from_files", [inputs, train, transfer, "cpu", str(tmp_path / "a.pt"), straight]) == 0
+    args = [inputs, train, transfer, "cpu", str(tmp_path / "a.pt"), straight, True]
+    assert job("transfer_from_files", args) == 0
     checkpoint = tmp_path / "stack.transfer.pt"
-    args = [inputs, train, transfer, "cpu", str(checkpoint), killed]
-    assert job("transfer_stacked_from_files", args, kill_in="train") == -signal.SIGKILL
+    args = [inputs, train, transfer, "cpu", str(checkpoint), killed, True]
+    assert job("transfer_from_files", args, kill_in="train") == -signal.SIGKILL
     assert checkpoint.exists() and not (tmp_path / "killed").exists()
-    assert job("transfer_stacked_from_files", args) == 0
+    assert job("transfer_from_files", args) == 0
     assert not checkpoint.exists()
     for i in range(2):
         same_run_files({k: v[i] for k, v in straight.items()}, {k: v[i] for k, v in killed.items()})

@@ -110,7 +110,8 @@ def train_files(tmp_path, data, lr=1e-3, epochs=3):
     model = {"method": "svae_plus", "n_latent": 4, "hyperparameters": {"alpha": 12.0}}
     train = {"epochs": epochs, "batch_size": 64, "warmup_epochs": 1, "lr": lr, "checkpoint_every": 1, "seed": 3}
     checkpoint = tmp_path / "checkpoints" / "run.pt"
-    train_from_files(path, model, train, "cpu", checkpoint, outputs)
+    train_from_files([path], [model], [train], "cpu", checkpoint, {key: [p] for key, p in outputs.items()},
+                     False)
     return outputs, checkpoint
 
 

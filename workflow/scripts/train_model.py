@@ -1,4 +1,7 @@
-"""Rule adapter: train one model on one dataset."""
+"""Rule adapter: a training job, one model on one dataset (rules train, train_replicate) or several
+runs of one method (seeds, settings, replicates) as one batched model (the train_stack_* rules,
+through train_stacked.py: a link to this file, kept because Snakemake records each rule's script
+path and would re-run the existing results of a rule whose path changed)."""
 
 import sys
 
@@ -11,11 +14,20 @@ from sparseshift.jobs import train_from_files  # noqa: E402
 
 io.setup_rule(snakemake)
 torch.set_num_threads(snakemake.threads)
+stacked = isinstance(snakemake.params.train, list)  # a stacked rule's params: one entry per run
+
+
+def runs(value) -> list:
+    """An input, output or params entry as a list with one item per run."""
+    return list(value) if stacked else [value]
+
+
 train_from_files(
-    snakemake.input.data,
-    snakemake.params.model,
-    snakemake.params.train,
+    runs(snakemake.input.data),
+    runs(snakemake.params.model),
+    runs(snakemake.params.train),
     snakemake.params.device,
     snakemake.params.checkpoint,
-    dict(snakemake.output.items()),
+    {key: runs(paths) for key, paths in snakemake.output.items()},
+    stacked,
 )

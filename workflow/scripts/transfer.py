@@ -1,4 +1,8 @@
-"""Rule adapter: steps 2 and 3 of the transfer protocol and the held-out I-NLL of one run."""
+"""Rule adapter: a transfer job, steps 2 and 3 of the transfer protocol and the held-out I-NLL of
+one run as one model (rule transfer) or of the runs of every seed of one method and setting as
+one batched model (the transfer_stack_* rules, through transfer_stacked.py: a link to this file,
+kept because Snakemake records each rule's script path and would re-run the existing results of
+a rule whose path changed)."""
 
 import sys
 
@@ -11,11 +15,20 @@ from sparseshift.jobs import transfer_from_files  # noqa: E402
 
 io.setup_rule(snakemake)
 torch.set_num_threads(snakemake.threads)
+stacked = isinstance(snakemake.params.train, list)  # a stacked rule's params: one entry per run
+
+
+def runs(value) -> list:
+    """An input, output or params entry as a list with one item per run."""
+    return list(value) if stacked else [value]
+
+
 transfer_from_files(
-    dict(snakemake.input.items()),
-    snakemake.params.train,
+    {key: runs(paths) for key, paths in snakemake.input.items()},
+    runs(snakemake.params.train),
     snakemake.params.transfer,
     snakemake.params.device,
     snakemake.params.checkpoint,
-    dict(snakemake.output.items()),
+    {key: runs(paths) for key, paths in snakemake.output.items()},
+    stacked,
 )

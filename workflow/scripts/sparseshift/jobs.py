@@ -97,52 +97,43 @@ def finished(checkpoint) -> None:
     _settings_record(checkpoint).unlink(missing_ok=True)
 
 
+def job_name(runs: list[str]) -> str:
+    """A job's runs as the console names them: the first, and how many more."""
+    return f"{runs[0]} and {len(runs) - 1} more" if len(runs) > 1 else runs[0]
+
+
 def train_from_files(
-    data_path, model_settings: dict, train_settings: dict, device: str, checkpoint, outputs: dict
+    data_paths: list, model_settings: list[dict], train_settings: list[dict], device: str, checkpoint,
+    outputs: dict, stacked: bool,
 ) -> None:
-    """The training job: read the dataset, train (resuming from ``checkpoint``), write outputs.
+    """The training job: read the datasets (a file shared by several runs is read once), train
+    the runs (:func:`sparseshift.runs.train_runs`, resuming from ``checkpoint``; run i trains on
+    ``data_paths[i]`` with ``model_settings[i]`` and ``train_settings[i]``), write each run's
+    outputs (every entry of ``outputs`` is a list with one path per run). ``stacked``: the runs
+    of a stacked rule (seeds, settings, replicates of one method) as one batched model, else
+    the one run of a one-model rule as one model.
 
     The console gets a start and a finish line; the log every epoch."""
-    run = run_folder(outputs["weights"])
-    train_cfg = TrainConfig(**train_settings)
-    log.info("train %s: start, %d epochs", run, train_cfg.epochs, extra=CONSOLE)
-    adata = read_dataset(data_path)
-    model_cfg = run_model_config(adata, data_path, model_settings)
-    with checkpointed([run], checkpoint, {"data": str(data_path), "model": model_settings, "train": train_settings}):
-        (model, history, latents, info), = train_runs([adata], [model_cfg], [train_cfg], device, checkpoint,
-                                                      [str(data_path)], stacked=False)
-    save_run(model, history, latents, info, adata, outputs)
-    finished(checkpoint)
-    log.info("train %s: done, %d epochs in %.1f s, validation ELBO %.2f", run, info["epochs_run"],
-             info["train_seconds"], info["elbo_val"], extra=CONSOLE)
-
-
-def train_stacked_from_files(
-    data_paths: list, model_settings: list[dict], train_settings: list[dict], device: str, checkpoint,
-    outputs: dict,
-) -> None:
-    """The stacked training job: several runs of one method (seeds, settings, replicates)
-    trained as one batched model (:func:`sparseshift.runs.train_runs`). Run i trains on ``data_paths[i]``
-    (a file shared by several runs is read once) with ``model_settings[i]`` and
-    ``train_settings[i]``; each entry of ``outputs`` is a list with one path per run."""
     folders = [run_folder(path) for path in outputs["weights"]]
+    name, how = job_name(folders), " (stacked)" if stacked else ""
     train_cfgs = [TrainConfig(**settings) for settings in train_settings]
-    name = f"{folders[0]} and {len(folders) - 1} more" if len(folders) > 1 else folders[0]
-    log.info("train %s (stacked): start, %d epochs", name, train_cfgs[0].epochs, extra=CONSOLE)
+    log.info("train %s%s: start, %d epochs", name, how, train_cfgs[0].epochs, extra=CONSOLE)
     files = {path: read_dataset(path) for path in dict.fromkeys(data_paths)}
     adatas = [files[path] for path in data_paths]
     model_cfgs = [run_model_config(a, p, m) for a, p, m in zip(adatas, data_paths, model_settings)]
     settings = {"data": [str(p) for p in data_paths], "model": model_settings, "train": train_settings}
+    if not stacked:  # one run: its own settings, as its checkpoint records them (the log names train.lr)
+        settings = {key: value[0] for key, value in settings.items()}
     with checkpointed(folders, checkpoint, settings):
         runs = train_runs(adatas, model_cfgs, train_cfgs, device, checkpoint, [str(p) for p in data_paths],
-                          stacked=True)
+                          stacked=stacked)
     for i, (adata, (model, history, latents, info)) in enumerate(zip(adatas, runs)):
         save_run(model, history, latents, info, adata, {key: paths[i] for key, paths in outputs.items()})
     finished(checkpoint)
     infos = [info for *_, info in runs]
-    log.info("train %s (stacked): done, %d epochs in %.1f s, validation ELBO %s", name, infos[0]["epochs_run"],
-             sum(info["train_seconds"] for info in infos), " ".join(f"{info['elbo_val']:.2f}" for info in infos),
-             extra=CONSOLE)
+    elbos = " ".join(f"{info['elbo_val']:.2f}" for info in infos)
+    log.info("train %s%s: done, %d epochs in %.1f s, validation ELBO %s", name, how, infos[0]["epochs_run"],
+             sum(info["train_seconds"] for info in infos), elbos, extra=CONSOLE)
 
 
 def replicate_graphs(paths: list) -> list[np.ndarray]:
@@ -222,37 +213,20 @@ def save_transfer(result, info_path, outputs: dict, data: RunData, latents: np.n
 
 
 def transfer_from_files(
-    inputs: dict, train_settings: dict, transfer_settings: dict, device: str, checkpoint, outputs: dict
-) -> dict:
-    """The transfer job: steps 2 and 3 of the protocol on a trained run, the held-out
-    ELBO / IWELBO / I-NLL (``heldout.json``, per perturbation in ``heldout_perturbations.tsv``)
-    and the model of each step."""
-    run = run_folder(Path(outputs["summary"]).parent)
-    train_cfg = TrainConfig(**train_settings)
-    cfg = TransferConfig(**transfer_settings)
-    log.info("transfer %s: start, %d + %d epochs, I-NLL with %d particles", run, cfg.retrain_epochs,
-             cfg.finetune_epochs, cfg.particles, extra=CONSOLE)
-    data, model = transfer_inputs(inputs, train_cfg, select_device(device))
-    latents = model.latent_means(data.x).cpu().numpy()  # step 1's (latents.npz), before steps 2 and 3
-    with checkpointed([run], checkpoint, {"train": train_settings, "transfer": transfer_settings}):
-        result, = transfer_runs([model], [data], [train_cfg], cfg, checkpoint, stacked=False)
-    summary = save_transfer(result, inputs["info"], outputs, data, latents)
-    finished(checkpoint)
-    log.info("transfer %s: done, %d + %d epochs, I-NLL %.2f", run, summary.get("retrain_epochs_run", 0),
-             summary.get("finetune_epochs_run", 0), summary["inll"], extra=CONSOLE)
-    return summary
-
-
-def transfer_stacked_from_files(
-    inputs: dict, train_settings: list[dict], transfer_settings: dict, device: str, checkpoint, outputs: dict
+    inputs: dict, train_settings: list[dict], transfer_settings: dict, device: str, checkpoint, outputs: dict,
+    stacked: bool,
 ) -> list[dict]:
-    """The stacked transfer job: :func:`transfer_from_files` for the runs of several seeds
-    (:func:`sparseshift.transfer.transfer_runs`); every entry of ``inputs`` and ``outputs``
-    is a list with one path per run, ``train_settings`` one dict per run."""
+    """The transfer job: steps 2 and 3 of the protocol on trained runs
+    (:func:`sparseshift.transfer.transfer_runs`; ``stacked``: the runs of a stacked rule as
+    one batched model, else the one run of a one-model rule as one model), each run's
+    held-out ELBO / IWELBO / I-NLL (``heldout.json``, per perturbation in
+    ``heldout_perturbations.tsv``) and the model of each step. Every entry of ``inputs`` and
+    ``outputs`` is a list with one path per run, ``train_settings`` one dict per run; returns
+    the runs' summaries."""
     runs = [run_folder(Path(path).parent) for path in outputs["summary"]]
-    name = f"{runs[0]} and {len(runs) - 1} more" if len(runs) > 1 else runs[0]
+    name, how = job_name(runs), " (stacked)" if stacked else ""
     cfg = TransferConfig(**transfer_settings)
-    log.info("transfer %s (stacked): start, %d + %d epochs, I-NLL with %d particles", name, cfg.retrain_epochs,
+    log.info("transfer %s%s: start, %d + %d epochs, I-NLL with %d particles", name, how, cfg.retrain_epochs,
              cfg.finetune_epochs, cfg.particles, extra=CONSOLE)
     dev = select_device(device)
     train_cfgs = [TrainConfig(**settings) for settings in train_settings]
@@ -264,14 +238,17 @@ def transfer_stacked_from_files(
         shared[key] = data
         loaded.append((data, model))
     latents = [model.latent_means(data.x).cpu().numpy() for data, model in loaded]  # step 1's
-    with checkpointed(runs, checkpoint, {"train": train_settings, "transfer": transfer_settings}):
+    settings = {"train": train_settings if stacked else train_settings[0], "transfer": transfer_settings}
+    with checkpointed(runs, checkpoint, settings):
         results = transfer_runs([m for _, m in loaded], [d for d, _ in loaded], train_cfgs, cfg, checkpoint,
-                                stacked=True)
+                                stacked=stacked)
     summaries = [
         save_transfer(result, inputs["info"][i], {k: v[i] for k, v in outputs.items()}, loaded[i][0], latents[i])
         for i, result in enumerate(results)
     ]
     finished(checkpoint)
-    log.info("transfer %s (stacked): done, I-NLL %s", name, " ".join(f"{s['inll']:.2f}" for s in summaries),
-             extra=CONSOLE)
+    epochs = ", ".join(f"{s.get('retrain_epochs_run', 0)} + {s.get('finetune_epochs_run', 0)}"
+                       for s in summaries)
+    log.info("transfer %s%s: done, %s epochs, I-NLL %s", name, how, epochs,
+             " ".join(f"{s['inll']:.2f}" for s in summaries), extra=CONSOLE)
     return summaries
