@@ -55,8 +55,9 @@ def section(results: Path) -> str:
              f"{datetime.date.today()} ({platform.machine()}, {platform.system()}) from the workflow's "
              f"`{results}/simulation/generalisation.tsv` (`snakemake --cores all --configfile config/generalisation.yaml "
              f"-- simulation`: the paper setting with 30 combinations of two training perturbations, 15 held out, "
-             f"{summary['seed'].nunique()} seeds, one setting per method, "
-             f"{', '.join(str(int(n)) for n in sorted(summary['n_particles'].dropna().unique()))} particles). Code: {', '.join(f'`{c[:12]}`' for c in commits)} "
+             f"{summary['seed'].nunique()} seeds, one setting per method, methods "
+             f"{', '.join(NAMES[m] for m in NAMES if m in set(summary['method']))}, "
+             f"{', '.join(str(int(n)) for n in sorted(summary['n_particles'].dropna().unique()))} particles). Code: {', '.join(f'`{c[:12]}{c[40:]}`' for c in commits)} "
              f"(recorded by every run's training, transfer and evaluation). Lower I-NLL is better, higher F1; a "
              f"difference is sVAE+ minus the other method on the same seed.", ""]
     verdicts = []
