@@ -35,7 +35,7 @@ def adata():
 @pytest.fixture(scope="module")
 def trained(adata):
     models = {}
-    for method in ["vae", "svae", "svae_plus"]:
+    for method in ["vae", "ivae", "svae", "svae_plus"]:  # also tests/test_heldout_masks.py's
         cfg = ModelConfig(method=method, n_genes=20, n_latent=3, n_perturbations=8,
                           hyperparameters={"alpha": 8.0, "lambda": 1.0})
         models[method] = train_runs([adata], [cfg], [TRAIN], "cpu", stacked=False)[0][0]

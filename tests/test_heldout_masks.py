@@ -6,46 +6,22 @@ from __future__ import annotations
 
 import copy
 import math
-
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from sparseshift.data import RunData
-from sparseshift.model import ModelConfig, SparseShiftVAE
+from sparseshift.model import SparseShiftVAE
 from sparseshift.plan import Plan
-from sparseshift.runs import heldout_graph_metrics, train_runs
-from sparseshift.simulate import SimulationConfig, simulate
+from sparseshift.runs import heldout_graph_metrics
 from sparseshift.train import TrainConfig
 from sparseshift.transfer import TransferConfig, transfer_runs
+from test_few_shot import CFG, TRAIN, adata, run_data, trained  # noqa: F401 (fixtures)
 from test_plan import filled
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN = TrainConfig(epochs=4, batch_size=64, warmup_epochs=2, seed=0)
-CFG = TransferConfig(retrain_epochs=2, retrain_patience=None, finetune_epochs=3, particles=30)
 LEARN = TransferConfig(**{**vars(CFG), "learn_heldout_masks": True})
 HELD = torch.tensor([6, 7])  # the held-out perturbations of the fixture
-
-
-@pytest.fixture(scope="module")
-def adata():
-    return simulate(SimulationConfig(n_latent=3, n_perturbations=8, n_heldout=2, cells_per_perturbation=60,
-                                     n_genes=20, decoder_hidden=8, library_size=1e4, seed=0))
-
-
-@pytest.fixture(scope="module")
-def trained(adata):
-    models = {}
-    for method in ["vae", "ivae", "svae", "svae_plus"]:
-        cfg = ModelConfig(method=method, n_genes=20, n_latent=3, n_perturbations=8,
-                          hyperparameters={"alpha": 8.0, "lambda": 1.0})
-        models[method] = train_runs([adata], [cfg], [TRAIN], "cpu", stacked=False)[0][0]
-    return lambda method: copy.deepcopy(models[method])
-
-
-def run_data(adata, seed=0):
-    return RunData(adata, TRAIN.val_fraction, seed, torch.device("cpu"))
 
 
 def learning(model: SparseShiftVAE) -> SparseShiftVAE:
