@@ -179,7 +179,8 @@ def test_the_console_shows_jobs_and_the_logs_every_epoch(tiny_run):
     assert len(re.findall(r"\(stacked\): done, 4 epochs", console)) == 5
     for log in (tiny_run / "logs").rglob("*.log"):
         assert "mask_density nan" not in log.read_text(), log
-    assert re.search(r"transfer results/simulation/tiny/seed0/vae/p4 \(stacked\): done, I-NLL [0-9.]+", console)
+    assert re.search(r"transfer results/simulation/tiny/seed0/vae/p4 \(stacked\): done, [0-9]+ \+ 0 epochs, I-NLL [0-9.]+",
+                     console)
 
 
 @pytest.mark.parametrize("stack_models", [1, 16])
