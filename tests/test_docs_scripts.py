@@ -303,4 +303,4 @@ def test_the_generalisation_section_gives_each_paired_metric_its_verdict(tmp_pat
     module.main()
     text = doc.read_text()
     assert "old" not in text and text.count(module.BEGIN) == 1 and text.endswith("tail\n") and "`abc123`" in text
-    assert "5 seeds, one setting per method, 500 particles" in text
+    assert "5 seeds, one setting per method, methods iVAE, sVAE, sVAE+, 500 particles" in text
