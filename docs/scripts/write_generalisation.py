@@ -67,6 +67,8 @@ def section(results: Path) -> str:
         for _, r in rows.iterrows():
             paired = isinstance(r["better_seeds"], str) and " of " in r["better_seeds"]
             v = verdict(r["better_seeds"]) if paired else ""
+            if paired and r["mean"] == 0 and not r["sd"]:  # the same value on every seed
+                v = "equal"
             if paired:
                 verdicts.append((NAMES[r["method"]].split(" − ")[1], metric, v, r["mean"], r["better_seeds"]))
             sd = "" if pd.isna(r["sd"]) else f" ± {r['sd']:.3f}"
@@ -77,7 +79,7 @@ def section(results: Path) -> str:
     lines += ["**In short**, seed by seed:", ""]
     for other in ("iVAE", "sVAE"):
         mine = [v for v in verdicts if v[0] == other]
-        for word in ("wins", "ties", "loses"):
+        for word in ("wins", "ties", "loses", "equal"):
             picked = [f"`{m}` ({d:+.3f}, better on {b})" for _, m, w, d, b in mine if w == word]
             if picked:
                 lines.append(f"- against {other}, sVAE+ **{word}** on " + "; ".join(picked))
