@@ -217,10 +217,7 @@ class HeldOut:
             iwelbo = self.zero_shot_iwelbo.cpu().numpy().astype(np.float64)
             if not np.isfinite(iwelbo).all():
                 raise TrainingDiverged("zero-shot held-out score", None, lr).update(step="the transfer")
-            per_cell["iwelbo_zero_shot"] = np.nan
-            per_cell.loc[self.zero_shot, "iwelbo_zero_shot"] = iwelbo
-            by_condition = per_cell.groupby("perturbation", sort=False)["iwelbo_zero_shot"].mean()
-            per_pert["inll_zero_shot"] = -by_condition.reindex(per_pert.index)
+            _scored_column(per_cell, per_pert, "zero_shot", self.zero_shot, iwelbo)
             zero_shot = {
                 "inll_zero_shot": float(-iwelbo.mean()),
                 "inll_combinations": float(-per_cell.loc[self.zero_shot, "iwelbo_heldout"].mean()),
@@ -230,10 +227,7 @@ class HeldOut:
         few_shot = {}
         for k, fs in self.few_shot.items():
             column = f"iwelbo_few_shot_k{k}"
-            per_cell[column] = np.nan
-            per_cell.loc[fs["scored"], column] = fs["iwelbo"]
-            by_condition = per_cell.groupby("perturbation", sort=False)[column].mean()
-            per_pert[f"inll_few_shot_k{k}"] = -by_condition.reindex(per_pert.index)
+            _scored_column(per_cell, per_pert, f"few_shot_k{k}", fs["scored"], fs["iwelbo"])
             scored_per_condition = per_cell.groupby("perturbation", sort=False)[column].count()
             few_shot.update({
                 f"inll_few_shot_k{k}": float(-fs["iwelbo"].mean()) if len(fs["iwelbo"]) else float("nan"),
@@ -244,9 +238,8 @@ class HeldOut:
             })
         learned = {}
         if self.learned is not None:
-            per_cell["iwelbo_learned_masks"] = self.learned["iwelbo"].cpu().numpy().astype(np.float64)
-            by_condition = per_cell.groupby("perturbation", sort=False)["iwelbo_learned_masks"].mean()
-            per_pert["inll_learned_masks"] = -by_condition.reindex(per_pert.index)
+            _scored_column(per_cell, per_pert, "learned_masks", slice(None),
+                           self.learned["iwelbo"].cpu().numpy().astype(np.float64))
             learned = {"inll_learned_masks": float(-per_cell["iwelbo_learned_masks"].mean()),
                        "heldout_mask_density_learned": self.learned["density"],
                        "learned_masks_epochs_run": self.learned["epochs"]}
@@ -271,3 +264,14 @@ class HeldOut:
         )
         return TransferResult(retrained, model, retrain_history, finetune_history, per_pert.reset_index(), summary,
                               self.held_out.cpu().numpy(), {k: v for k, v in self.targets.items() if v is not None})
+
+
+def _scored_column(per_cell: pd.DataFrame, per_pert: pd.DataFrame, name: str, cells, iwelbo) -> None:
+    """A step-3 variant's IWELBO of the held-out ``cells`` (a mask or a slice of ``per_cell``'s
+    rows; the others NaN) as ``per_cell["iwelbo_<name>"]``, and its I-NLL per condition as
+    ``per_pert["inll_<name>"]``."""
+    column = f"iwelbo_{name}"
+    per_cell[column] = np.nan
+    per_cell.loc[cells, column] = iwelbo
+    by_condition = per_cell.groupby("perturbation", sort=False)[column].mean()
+    per_pert[f"inll_{name}"] = -by_condition.reindex(per_pert.index)
