@@ -17,13 +17,17 @@ import argparse
 import datetime
 import platform
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workflow" / "scripts"))
+from sparseshift.methods import DISPLAY_NAMES  # noqa: E402
+from sparseshift.summary import COMPARED  # noqa: E402
+
 BEGIN, END = "<!-- generalisation -->", "<!-- /generalisation -->"
-NAMES = {"vae": "VAE", "beta_vae": "β-VAE", "ivae": "iVAE", "svae": "sVAE", "svae_plus": "sVAE+",
-         "svae_plus - ivae": "sVAE+ − iVAE", "svae_plus - svae": "sVAE+ − sVAE"}
+NAMES = {**DISPLAY_NAMES, **{f"svae_plus - {m}": f"sVAE+ − {DISPLAY_NAMES[m]}" for m in COMPARED}}
 METRICS = {
     "inll_zero_shot": "I-NLL of held-out combinations, zero-shot (summed learned shifts, nothing fitted)",
     "inll_combinations": "I-NLL of the same combinations after steps 2 and 3",
