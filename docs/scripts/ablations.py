@@ -86,11 +86,12 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def ablation_config(name: str, seeds: list[int], methods: list[str] = METHODS) -> dict:
-    """``config/paper.yaml``, Table 1 setting only, at ``BASE``, ``METHODS`` at ``FIXED``, one change."""
+def ablation_config(name: str, seeds: list[int], methods: list[str] = METHODS, latents_only: bool = False) -> dict:
+    """``config/paper.yaml``, Table 1 setting only, at ``BASE``, ``METHODS`` at ``FIXED``, one change;
+    ``latents_only``: no transfer protocol (training and evaluation of the latents and graph)."""
     paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     _, overrides = ABLATIONS[name]
-    overrides = merge(BASE, overrides)
+    overrides = merge(merge(BASE, {"simulation": {"transfer": False}} if latents_only else {}), overrides)
     sim = next(s for s in paper["simulations"] if s["name"] == "paper")
     sim = {k: v for k, v in sim.items() if k not in ("hyperparameters", "methods")}
     sim = merge(sim, overrides.pop("simulation", {}))
@@ -117,8 +118,8 @@ def run_dir(name: str, seed: int, method: str, run_name: str) -> Path:
     return OUT / name / RUN.format(arm="simulation", dataset="paper", seed=seed, method=method, hp=run_name)
 
 
-def run(name: str, seeds: list[int], cores: int, methods: list[str] = METHODS) -> None:
-    cfg = ablation_config(name, seeds, methods)
+def run(name: str, seeds: list[int], cores: int, methods: list[str] = METHODS, latents_only: bool = False) -> None:
+    cfg = ablation_config(name, seeds, methods, latents_only)
     folder = OUT / name
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"config_{'_'.join(methods)}.yaml"
@@ -187,7 +188,7 @@ def table(df: pd.DataFrame, names: list[str], methods: list[str]) -> str:
             runs, label = pd.concat([runs, base]), f"{name} ({', '.join(sorted(set(methods) - changed))}: baseline)"
         wide = runs.pivot_table(index="seed", columns="method", values=[key for key, _ in values.values()],
                                 dropna=False)
-        wide = wide.dropna(subset=[("inll", m) for m in set(runs["method"])])  # seeds every method finished
+        wide = wide.dropna(subset=[("mcc_pearson", m) for m in set(runs["method"])])  # seeds every method finished
         if wide.empty:
             continue
         mean = wide.mean()
@@ -205,6 +206,27 @@ def table(df: pd.DataFrame, names: list[str], methods: list[str]) -> str:
     return "\n".join(lines)
 
 
+def paired(df: pd.DataFrame, name: str, methods: list[str]) -> str:
+    """Ablation ``name`` against the baseline, per method and seed (markdown): baseline → changed
+    (means over the seeds both finished), the per-seed differences and on how many seeds the
+    change is higher."""
+    df = at_fixed_settings(df[df["ablation"].isin([name, "baseline"])])
+    keys = {"Pearson MCC": "mcc_pearson", "R²": "r2", "graph F1 (|r|, training)": "graph_f1", "I-NLL": "inll"}
+    lines = ["| method | metric | seeds | baseline → " + name + " | per seed (changed − baseline) | higher |",
+             "|---|---|---|---|---|---|"]
+    for method in methods:
+        for title, key in keys.items():
+            if key not in df:
+                continue
+            wide = df[df["method"] == method].pivot_table(index="seed", columns="ablation", values=key).dropna()
+            if wide.empty or name not in wide or "baseline" not in wide:
+                continue
+            diff = wide[name] - wide["baseline"]
+            lines.append(f"| {method} | {title} | {', '.join(map(str, wide.index))} | {wide['baseline'].mean():.3f} → "
+                         f"{wide[name].mean():.3f} | {' / '.join(f'{d:+.3f}' for d in diff)} | {(diff > 0).sum()} of {len(diff)} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -213,7 +235,12 @@ def main(argv=None) -> None:
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--cores", type=int, default=2)
     r.add_argument("--methods", nargs="+", default=METHODS, choices=ALL_METHODS)
+    r.add_argument("--latents-only", action="store_true", help="no transfer protocol (no I-NLL)")
     sub.add_parser("collect")
+    pa = sub.add_parser("paired")
+    pa.add_argument("name", choices=list(ABLATIONS))
+    pa.add_argument("--methods", nargs="+", default=ALL_METHODS, choices=ALL_METHODS)
+    pa.add_argument("--into", type=Path, help="markdown file whose block <!-- ablation-NAME --> is replaced")
     t = sub.add_parser("table")
     t.add_argument("names", nargs="+", choices=list(ABLATIONS))
     t.add_argument("--methods", nargs="+", default=["ivae", "svae_plus"], choices=ALL_METHODS)
@@ -221,9 +248,15 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.command == "run":
         for name in args.names:
-            run(name, args.seeds, args.cores, args.methods)
+            run(name, args.seeds, args.cores, args.methods, args.latents_only)
     elif args.command == "collect":
         collect()
+    elif args.command == "paired":
+        body = paired(pd.read_csv(OUT / "ablations.tsv", sep="\t"), args.name, args.methods)
+        if args.into:
+            import blocks
+            blocks.replace(args.into, f"ablation-{args.name}", body)
+        print(body)
     elif args.command == "table":
         print(table(pd.read_csv(OUT / "ablations.tsv", sep="\t"), args.names, args.methods))
     else:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +58,38 @@ def metric_differences(before: Path, after: Path) -> list[str]:
             and not same(a.get(key, "<absent>"), b.get(key, "<absent>"))]
 
 
+def summary_differences(recorded: Path, member, metrics: Path) -> list[str]:
+    """Where a run's folder was not kept, its row of the recorded ``<arm>/summary.tsv``: every
+    metric of HEAD's ``metrics.json`` that the row has, timings and code versions aside (the
+    weights cannot be compared: ``summary`` in the report's ``compared`` says so)."""
+    table = recorded / member.arm / "summary.tsv"
+    if not table.exists():
+        return [f"not recorded in {recorded}"]
+    df = pd.read_csv(table, sep="\t", float_precision="round_trip", keep_default_na=False, dtype=str)
+    row = df[(df["simulation"] == member.dataset) & (df["method"] == member.method)
+             & (df["seed"] == str(member.seed)) & (df["run"] == member.run)]
+    if len(row) != 1:
+        return [f"{len(row)} rows for this run in {table}"]
+    new = json.loads(metrics.read_text())
+    return [f"metric {key}" for key in sorted(set(new) & set(row.columns))
+            if not volatile(key) and not same(parse(row.iloc[0][key]), new[key])]
+
+
+def parse(text: str):
+    """A summary.tsv cell as the value metrics.json held (written by pandas: floats round-trip)."""
+    if text in ("", "nan", "NaN"):
+        return float("nan")
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recorded", type=Path, help="the results folder the table was written from")
@@ -80,7 +113,7 @@ def main(argv=None) -> int:
         folder = Path(target).parent
         twin = recorded / folder.relative_to(out)
         if not (twin / "metrics.json").exists():
-            problems = [f"not recorded in {recorded}"]
+            problems = summary_differences(recorded, member, folder / "metrics.json")
         else:
             problems = compare(twin, folder) + [f"metric {k}" for k in metric_differences(twin / "metrics.json",
                                                                                          folder / "metrics.json")]

@@ -23,10 +23,12 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workflow" / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import blocks  # noqa: E402
 from sparseshift.methods import DISPLAY_NAMES  # noqa: E402
 from sparseshift.summary import COMPARED  # noqa: E402
 
-BEGIN, END = "<!-- generalisation -->", "<!-- /generalisation -->"
+BEGIN, END = blocks.markers("generalisation")
 NAMES = {**DISPLAY_NAMES, **{f"svae_plus - {m}": f"sVAE+ − {DISPLAY_NAMES[m]}" for m in COMPARED}}
 METRICS = {
     "inll_zero_shot": "I-NLL of held-out combinations, zero-shot (summed learned shifts, nothing fitted)",
@@ -98,12 +100,8 @@ def main() -> None:
     block = section(args.results)
     if args.into is None:
         print(block)
-        return
-    text = args.into.read_text()
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block + "\n"
-    args.into.write_text(text)
-
+    else:
+        blocks.replace(args.into, "generalisation", block.removeprefix(BEGIN + "\n").removesuffix("\n" + END))
 
 if __name__ == "__main__":
     main()

@@ -21,7 +21,6 @@ import datetime
 import functools
 import json
 import platform
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +31,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "docs" / "scripts"))
+import blocks  # noqa: E402
 from ablations import ABLATIONS, BASE, FIXED, OUT as ABLATION_DIR, at_fixed_settings, informative  # noqa: E402
 
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
@@ -534,11 +534,9 @@ def main(argv=None) -> None:
     ]
     if ablations is not None:
         lines += beta_curve(ablations, paper_values)
-    # the generalisation section (docs/scripts/write_generalisation.py) comes from another run: kept
-    old = args.out.read_text() if args.out.exists() else ""
-    kept = re.search(r"<!-- generalisation -->.*?<!-- /generalisation -->", old, re.S)
-    if kept:
-        lines += ["", kept.group(0), ""]
+    # the sections of other runs (write_generalisation.py, ablations.py paired): kept
+    for block in blocks.kept(args.out.read_text() if args.out.exists() else ""):
+        lines += ["", block, ""]
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}")
 
