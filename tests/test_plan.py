@@ -63,6 +63,9 @@ def test_paper_config_runs_the_grid_of_each_method():
         (lambda c: c["simulations"][0].update(heldout={"targets_per_perturbation": [9, 20]}),
          "simulations.0.heldout.targets_per_perturbation"),
         (lambda c: c.update(stack_models=4) or c["model"].update(batch_norm=True), "model.batch_norm"),
+        # the agreement of learned masks cannot choose among the beta-VAE's betas
+        (lambda c: c["selection"].update(criterion="mask_agreement") or c["hyperparameters"].update(beta=[4, 8]),
+         "selection.criterion"),
     ],
 )
 def test_a_config_error_names_its_key(change, key):

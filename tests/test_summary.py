@@ -53,6 +53,22 @@ def test_table1_has_fixed_rows_and_a_selected_block() -> None:
     assert list(table.columns[:6]) == ["simulation", "method", "model", "run", "selection", "chosen"]
 
 
+def test_selection_maximises_the_configured_criterion() -> None:
+    """selection.criterion elbo_val: the run of highest validation ELBO per seed, whatever UDR
+    says; table1 names the criterion in its selected block."""
+    runs = _runs()
+    elbo = {(0, 10): -300.0, (0, 40): -310.0, (0, 100): -305.0, (1, 10): -290.0, (1, 40): -299.0, (1, 100): -291.0}
+    runs["elbo_val"] = [elbo.get((s, a), np.nan) for s, a in zip(runs["seed"], runs["alpha"])]
+    summary, selection = summary_mod.with_selection(runs, criterion="elbo_val")
+    chosen = selection[selection["selected"] & (selection["method"] == "svae_plus")]
+    assert list(chosen["run"]) == ["p15_alpha10", "p15_alpha10"]  # UDR would take alpha40, alpha100
+    assert (chosen["score"] == [-300.0, -290.0]).all() and set(selection["criterion"]) == {"elbo_val"}
+    table = summary_mod.table1(summary, criterion="elbo_val")
+    assert set(table["selection"]) == {"fixed", "ELBO (val)"}
+    udr_table = summary_mod.table1(summary_mod.with_selection(runs)[0])
+    assert set(udr_table["selection"]) == {"fixed", "UDR"}
+
+
 def test_selection_without_scores_is_an_error() -> None:
     runs = _runs()
     runs["udr"] = np.nan

@@ -130,5 +130,6 @@ rule summarize:
         "../../envs/plot.yaml"
     params:
         by=lambda wildcards: ARM_ID[wildcards.arm],
+        criterion=config["selection"]["criterion"],
     script:
         "../scripts/summarize.py"

@@ -13,10 +13,11 @@ from sparseshift.summary import generalisation, load_metrics, regret, table1, wi
 
 io.setup_rule(snakemake)
 by = snakemake.params.by
-summary, selection = with_selection(load_metrics(snakemake.input, by=by), by=by)
+summary, selection = with_selection(load_metrics(snakemake.input, by=by), by=by,
+                                    criterion=snakemake.params.criterion)
 io.write_tsv(summary, snakemake.output.summary)
 io.write_tsv(selection, snakemake.output.selection)
-io.write_tsv(table1(summary, by=by), snakemake.output.table1)
+io.write_tsv(table1(summary, by=by, criterion=snakemake.params.criterion), snakemake.output.table1)
 io.write_tsv(generalisation(summary, by=by), snakemake.output.generalisation)
 choices, table = regret(summary, by=by)
 io.write_tsv(table, snakemake.output.regret)

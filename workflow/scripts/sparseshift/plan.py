@@ -128,6 +128,12 @@ class Plan:
         if config["stack_models"] > 1 and config["model"]["batch_norm"]:
             raise ConfigError("model.batch_norm", "BatchNorm is not available in stacked jobs (its running "
                               "statistics are not kept in a stack; set stack_models to 1)")
+        if config["selection"]["criterion"] == "mask_agreement":
+            for name in config["methods"]:
+                weight = REGISTRY[name].hyperparameter
+                if weight and not REGISTRY[name].learns_mask and len(config["hyperparameters"][weight]) > 1:
+                    raise ConfigError("selection.criterion", f"mask_agreement needs a learned mask, but {name} "
+                                      f"(no mask) has several values of hyperparameters.{weight} to choose from")
         self._check_replogle()
         self._check_screens()
 

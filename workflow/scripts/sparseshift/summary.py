@@ -77,7 +77,7 @@ TABLE1_COLUMNS = {
     "I-NLL": "inll",
     "UDR": "udr",
 }
-SELECTION_COLUMNS = ["seed", "method", "n_latent", "run", "candidates", "udr", "selected"]
+SELECTION_COLUMNS = ["seed", "method", "n_latent", "run", "candidates", "udr", "criterion", "score", "selected"]
 # Few-shot transfer (transfer.few_shot): one column of each per k in the runs' metrics, in
 # order of k, after EXTRA_COLUMNS; absent when no run has them.
 FEW_SHOT_PATTERNS = ["inll_few_shot_k{}", "n_few_shot_cells_k{}"]
@@ -100,6 +100,8 @@ GENERALISATION_COLUMNS = ["metric", "method", "seeds", "mean", "sd", "per_seed",
 # them, the validation ELBO, the agreement of the models' target graphs. In summary.tsv when
 # runs have them (udr_r<r>, mask_agreement), and compared in regret.tsv.
 CRITERIA = ["udr_r2", "udr_r3", "udr_r5", "udr", "elbo_val", "mask_agreement"]
+# How tables name the choice of each criterion of config key selection.criterion.
+CRITERION_NAMES = {"udr": "UDR", "elbo_val": "ELBO (val)", "mask_agreement": "mask agreement"}
 REGRET_CHOICE_COLUMNS = ["seed", "method", "n_latent", "criterion", "candidates", "chosen", "value",
                          "mcc_chosen", "best", "mcc_best", "regret"]
 REGRET_COLUMNS = ["method", "criterion", "choices", "mcc_chosen", "mcc_best", "mean_regret", "max_regret",
@@ -146,34 +148,38 @@ def _mean_sd(values: pd.Series) -> str:
     return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
 
 
-def select(summary: pd.DataFrame, by: str = "simulation") -> pd.DataFrame:
+def select(summary: pd.DataFrame, by: str = "simulation", criterion: str = "udr") -> pd.DataFrame:
     """The unsupervised choice among a method's settings, per dataset, seed and latent
-    dimension: the run of highest UDR (the first in run order on a tie); a method with
-    one setting has nothing to choose. One row per candidate (``SELECTION_COLUMNS``).
+    dimension: the run of highest ``criterion`` (config key ``selection.criterion``, one of
+    ``CRITERIA``; the first in run order on a tie); a method with one setting has nothing to
+    choose. One row per candidate (``SELECTION_COLUMNS``: its UDR and its ``score``, the
+    criterion's value).
     """
     rows = []
     for (dataset, seed, method, n_latent), group in summary.groupby(
         [by, "seed", "method", "n_latent"], sort=False
     ):
+        score = group[criterion] if criterion in group else pd.Series(np.nan, index=group.index)
         if len(group) == 1:
             chosen = group.index[0]
-        elif group["udr"].notna().any():
-            chosen = group["udr"].idxmax()
+        elif score.notna().any():
+            chosen = score.idxmax()
         else:
             raise ValueError(
                 f"{by} {dataset}, seed {seed}, {method}: {len(group)} settings to choose from "
-                "but none has a UDR score (are the runs' replicates missing?)"
+                f"but none has a {criterion} score (selection.criterion; are the runs' replicates missing?)"
             )
         for idx, row in group.iterrows():
             rows.append({by: dataset, "seed": seed, "method": method, "n_latent": n_latent,
                          "run": row["run"], "candidates": len(group), "udr": row["udr"],
-                         "selected": idx == chosen})
+                         "criterion": criterion, "score": score[idx], "selected": idx == chosen})
     return pd.DataFrame(rows, columns=[by] + SELECTION_COLUMNS)
 
 
-def with_selection(summary: pd.DataFrame, by: str = "simulation") -> tuple[pd.DataFrame, pd.DataFrame]:
+def with_selection(summary: pd.DataFrame, by: str = "simulation",
+                   criterion: str = "udr") -> tuple[pd.DataFrame, pd.DataFrame]:
     """``summary`` with its ``selected`` column filled, and the selection table."""
-    selection = select(summary, by)
+    selection = select(summary, by, criterion)
     keys = [by, "seed", "method", "run"]
     chosen = selection.loc[selection["selected"], keys].assign(selected=True)
     out = summary.drop(columns="selected").merge(chosen, on=keys, how="left")
@@ -195,10 +201,11 @@ def _choices(runs: pd.DataFrame) -> str:
     return ", ".join(f"{name} ×{n}" for name, n in counts.items())
 
 
-def table1(summary: pd.DataFrame, by: str = "simulation") -> pd.DataFrame:
+def table1(summary: pd.DataFrame, by: str = "simulation", criterion: str = "udr") -> pd.DataFrame:
     """Mean ± sd over seeds per dataset (column ``by``), method and hyper-parameter setting
     (``selection`` "fixed"), then per dataset, method and latent dimension over the runs
-    that the unsupervised selection chose (``selection`` "UDR"; run ``p<n> selected``,
+    that the unsupervised selection chose (``selection``: the criterion's name in
+    ``CRITERION_NAMES``, "UDR" by default; run ``p<n> selected``,
     ``chosen`` lists the settings chosen and how often), when ``summary`` has a
     ``selected`` column."""
     aggregations = {
@@ -215,7 +222,7 @@ def table1(summary: pd.DataFrame, by: str = "simulation") -> pd.DataFrame:
         sel = groups.agg(**aggregations).reset_index()
         sel.insert(3, "chosen", [_choices(group) for _, group in groups])
         sel.insert(2, "run", sel["n_latent"].map(lambda n: f"p{int(n)} selected"))
-        sel.insert(3, "selection", "UDR")
+        sel.insert(3, "selection", CRITERION_NAMES[criterion])
         blocks.append(sel.drop(columns="n_latent")[fixed.columns])
     out = pd.concat(blocks, ignore_index=True)
     out.insert(2, "model", out["method"].map(DISPLAY_NAMES))

@@ -18,6 +18,7 @@ from ..data import load_latents
 from ..io import CONSOLE, InputError, read_dataset
 from ..methods import DISPLAY_NAMES
 from ..model import SparseShiftVAE
+from ..summary import CRITERION_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def export_from_files(inputs: dict, wildcards, seed: int, settings: dict, output
     adata.uns["sparseshift"] = {
         "method": method, "method_name": DISPLAY_NAMES[method], "screen": screen, "seed": int(seed), "run": run,
         "n_latent": int(model.cfg.n_latent), "hyperparameters": dict(model.cfg.hyperparameters),
-        "selected_by": "UDR" if int(chosen["candidates"]) > 1 else "one setting",
+        "selected_by": CRITERION_NAMES[chosen["criterion"]] if int(chosen["candidates"]) > 1 else "one setting",
         "udr": float(chosen["udr"]) if pd.notna(chosen["udr"]) else "none",
         "candidates": int(chosen["candidates"]), "train": settings["train"], "code_version": io.code_version(),
     }
