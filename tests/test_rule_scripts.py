@@ -33,6 +33,19 @@ def test_every_rule_script_puts_its_own_package_first(script):
     assert "io.setup_rule(snakemake)" in lines
 
 
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_every_rule_script_hands_its_job_to_one_package_function(script):
+    """The README's rule for where a job's code lives: an adapter calls one function of the
+    package (besides sparseshift.io's set-up and atomic writes), with Snakemake's files, params
+    and threads; the job's work is in that function."""
+    tree = ast.parse(script.read_text())
+    imported = {alias.asname or alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
+                and node.module.split(".")[0] == "sparseshift" for alias in node.names} - {"io"}
+    called = [node.func.id for node in ast.walk(tree)
+              if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in imported]
+    assert len(called) == 1, f"{script.name} calls {called} of the package"
+
+
 def test_a_rule_script_runs_its_workflows_package_when_another_copy_is_installed(tmp_path):
     """Another sparseshift ahead on the path (as an installed or editable copy of another
     checkout is): the rule script still runs this workflow's package."""

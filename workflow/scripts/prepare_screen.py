@@ -6,8 +6,8 @@ import sys
 sys.path.insert(0, snakemake.scriptdir)  # this workflow's own sparseshift, not an installed copy
 
 from sparseshift import io  # noqa: E402
-from sparseshift.screens.prepare import prepare_screen, read_gene_list  # noqa: E402
+from sparseshift.screens.prepare import prepare_from_files  # noqa: E402
 
 io.setup_rule(snakemake)
-genes = read_gene_list(snakemake.input.genes[0]) if snakemake.input.genes else None
-prepare_screen(snakemake.input.h5ad, snakemake.params.settings, snakemake.output[0], gene_list=genes)
+prepare_from_files(snakemake.input.h5ad, snakemake.params.settings, snakemake.output[0],
+                   genes=snakemake.input.genes[0] if snakemake.input.genes else None)

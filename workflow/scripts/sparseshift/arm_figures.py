@@ -4,6 +4,7 @@ are in :mod:`.sweep_figures`). See :mod:`.plotting` for what every figure shares
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from . import io
 from .layout import SUMMARY_FIGURES
 from .methods import DISPLAY_NAMES, METHODS, REGISTRY
 from .plotting import (
@@ -225,3 +227,16 @@ FIGURES = {
     for name in SUMMARY_FIGURES
     if name != "table1"
 }
+
+
+def plot_from_files(figure: str, inputs, outputs, by: str, paper: dict | None = None) -> None:
+    """The plot job: ``figure`` (``table1`` from ``inputs.table1`` beside the ``paper``'s values, else
+    one of ``FIGURES`` from ``inputs.summary``) saved as ``outputs.png`` and ``outputs.pdf``; what a
+    figure could not draw is logged as a warning."""
+    with io.atomic_path(outputs.png) as png, io.atomic_path(outputs.pdf) as pdf:
+        if figure == "table1":
+            note = plot_table1(pd.read_csv(inputs.table1, sep="\t"), [png, pdf], paper=paper or None, by=by)
+        else:
+            note = FIGURES[figure](pd.read_csv(inputs.summary, sep="\t"), [png, pdf], by=by)
+    if note:
+        logging.getLogger("plot").warning("%s: %s", figure, note)

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import scipy.special
 
+from .io import write_h5ad
 from .simulation_config import SimulationConfig
 
 LEAKY_RELU_SLOPE: float = 0.2
@@ -285,3 +286,7 @@ def simulate(cfg: SimulationConfig) -> ad.AnnData:
         },
     )
 
+
+def simulate_to_file(settings: dict, path) -> None:
+    """The simulate job: the dataset of ``settings`` (``SimulationConfig``'s fields) written to ``path``."""
+    write_h5ad(simulate(SimulationConfig(**settings)), path)

@@ -15,6 +15,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from . import io
 from .methods import DISPLAY_NAMES, HYPERPARAMETERS, METHODS
 
 # Identifiers of a run after the dataset column (``simulation``, or ``fold`` for Replogle).
@@ -299,3 +300,16 @@ def regret(summary: pd.DataFrame, by: str = "simulation") -> tuple[pd.DataFrame,
                        max_regret=("regret", "max"),
                        best_chosen=("regret", lambda r: f"{(r == 0).sum()} of {len(r)}"))
     return choices, table.reset_index().reindex(columns=[by] + REGRET_COLUMNS)
+
+
+def summarize_from_files(inputs, outputs, by: str, criterion: str = "udr") -> None:
+    """The summarize job of one arm: the runs' ``metrics.json`` files (``inputs``) gathered into
+    ``outputs.summary`` with the selection by ``criterion`` (``outputs.selection``),
+    ``outputs.table1``, ``outputs.generalisation``, ``outputs.regret`` and ``outputs.regret_choices``."""
+    summary, selection = with_selection(load_metrics(inputs, by=by), by=by, criterion=criterion)
+    choices, costs = regret(summary, by=by)
+    for table, path in ((summary, outputs.summary), (selection, outputs.selection),
+                        (table1(summary, by=by, criterion=criterion), outputs.table1),
+                        (generalisation(summary, by=by), outputs.generalisation),
+                        (costs, outputs.regret), (choices, outputs.regret_choices)):
+        io.write_tsv(table, path)

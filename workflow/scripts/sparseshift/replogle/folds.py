@@ -8,10 +8,10 @@ import logging
 import numpy as np
 import pandas as pd
 
-from ..io import InputError
+from ..io import InputError, read_dataset, write_h5ad
 from . import CONTROL, MAX_NAMES
 from ..screens.dataset import split_perturbations
-from .table_s3 import find_cluster
+from .table_s3 import expression_programs, find_cluster, read_table_s3
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +126,16 @@ def make_fold(
     split_perturbations(out, heldout, f"fold {fold_name!r}", path)
     out.uns["fold"] = fold_name
     return out
+
+
+def fold_from_files(data, table, fold: dict, output, *, n_effect: int, n_pcs: int,
+                    controls_in_training: bool = False) -> None:
+    """The replogle_fold job: the training dataset of hold-out ``fold`` from the preprocessed
+    ``data`` and Table S3 (``table``: its clusters choose the held-out perturbations, its
+    expression programs go to ``uns["gene_sets"]`` for the enrichment), written to ``output``."""
+    adata = read_dataset(data)
+    clusters, _ = read_table_s3(table)
+    heldout = fold_perturbations(adata, fold, clusters, n_effect=n_effect, n_pcs=n_pcs, path=data)
+    dataset = make_fold(adata, heldout, fold["name"], keep_controls_in_training=controls_in_training, path=data)
+    dataset.uns["gene_sets"] = expression_programs(table)
+    write_h5ad(dataset, output)

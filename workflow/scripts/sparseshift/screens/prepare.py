@@ -329,3 +329,9 @@ def prepare_screen(path, settings: dict, out_path, *, gene_list: list[str] | Non
              adata.n_obs, adata.n_vars, len(perturbations), len(heldout), len(combinations), report["seconds"],
              extra=CONSOLE)
     return report
+
+
+def prepare_from_files(h5ad, settings: dict, out_path, genes=None) -> None:
+    """The prepare_screen job: ``prepare_screen`` with the gene list read from ``genes`` (a
+    list file; None: the screen's own gene selection)."""
+    prepare_screen(h5ad, settings, out_path, gene_list=read_gene_list(genes) if genes else None)
