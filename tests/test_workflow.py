@@ -71,14 +71,14 @@ def stacked_jobs(jobs: dict) -> dict:
 @pytest.mark.parametrize(
     "args, targets, n_sim, n_datasets, n_replogle, n_transferred, n_jobs",
     [
-        # default: 6 runs (sVAE at 2 lambdas) x 2 seeds on one simulation setting and 2 more
-        # for each competing sVAE setting; stacks of up to 16: one job per method (sVAE: 12
+        # default: 6 runs (sVAE at 2 lambdas) x 2 seeds on one simulation setting and 1 more
+        # for each competing sVAE setting; stacks of up to 16: one job per method (sVAE: 8
         # models), and one transfer job per method
         ((), (), 6 * 2, 2, 0, 12,
          {"train_simulation": 5, "transfer_simulation": 5, "train_replogle": 0, "transfer_replogle": 0}),
         # one model per job: one job per run and one per replicate
         (("--config", "stack_models=1"), (), 6 * 2, 2, 0, 12,
-         {"train": 12, "train_replicate": 2 * 2 * 2, "transfer": 12}),
+         {"train": 12, "train_replicate": 2 * 2 * 1, "transfer": 12}),
         # paper (stack_models: 16): per seed, 17 runs (on the p = 15 setting VAE, iVAE, beta-VAE
         # at 3 betas, sVAE at 3 lambdas, sVAE+ at 6 alphas; sVAE+ at p = 5, 10, 20) on 4
         # settings, and 2 replicates of each of the 12 competing settings. Stacks of at most 16
@@ -314,7 +314,7 @@ def test_stacked_jobs_train_the_seeds_settings_and_replicates_of_a_method(tmp_pa
     at most stack_models models, the runs' transfers likewise; the later steps read their
     outputs as those of one-model jobs."""
     jobs = planned_jobs(tmp_path, "--config", "stack_models=16")
-    # default config: one job per method (sVAE: 2 lambdas x 2 seeds x 3 replicates = 12 models)
+    # default config: one job per method (sVAE: 2 lambdas x 2 seeds x 2 replicates = 8 models)
     assert stacked_jobs(jobs) == {"train_simulation": 5, "transfer_simulation": 5, "train_replogle": 0,
                                   "transfer_replogle": 0}
     assert not {"train", "train_replicate", "transfer"} & set(jobs) and jobs["evaluate"] == 12
@@ -425,7 +425,7 @@ def test_slurm_profile_dry_run_gives_training_a_gpu(tmp_path):
 
     resources = planned("--config", "stack_models=1")  # one model per job
     assert len(resources["train"]) == 12 and len(resources["transfer"]) == 12
-    assert len(resources["train_replicate"]) == 8
+    assert len(resources["train_replicate"]) == 4  # 2 settings x 2 seeds x 1 replicate (UDR over 2 models)
     for line in resources["train"] + resources["train_replicate"] + resources["transfer"]:
         assert "gpu=1" in line and "slurm_partition=gpu" in line, line
     for line in resources["simulate"] + resources["summarize"]:
