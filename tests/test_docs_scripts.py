@@ -1,4 +1,5 @@
-"""The deviation table of docs/scripts/write_table1.py compares like with like."""
+"""The paper tables' deviation table (sparseshift.deviations) compares like with like; the
+scripts of docs/scripts compute what they say."""
 
 from __future__ import annotations
 
@@ -23,11 +24,16 @@ def load(name: str):
 
 
 @pytest.fixture
-def write_table1(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPTS))  # its sibling module ablations.py
-    module = load("write_table1")
-    monkeypatch.setattr(module, "mean_counts", lambda folder: None)  # no datasets here
-    return module
+def tables(monkeypatch):
+    """The paper tables' functions (sparseshift.paper_tables, .deviations, .markdown)."""
+    from types import SimpleNamespace
+
+    from sparseshift import deviations, markdown, paper_tables
+
+    monkeypatch.setattr(deviations, "mean_counts", lambda folder: None)  # no datasets here
+    return SimpleNamespace(deviations=deviations.deviations, beta_curve=deviations.beta_curve,
+                           md_table=markdown.md_table, sign_block=paper_tables.sign_block,
+                           git=paper_tables.git, provenance=paper_tables.provenance, module=deviations)
 
 
 @pytest.fixture
@@ -44,7 +50,7 @@ def runs(ablation, method, run, seeds, mcc, inll):
              "r2": 0.8, "graph_f1_signed": 0.4, "graph_f1_all": 0.7, "inll": inll} for s in seeds]
 
 
-def test_the_released_ivae_is_the_svae_at_lambda_0_against_the_baseline_ivae(write_table1):
+def test_the_released_ivae_is_the_svae_at_lambda_0_against_the_baseline_ivae(tables):
     """The released iVAE (sVAE at λ = 0) is compared with the baseline's iVAE on the seeds both
     have; the baseline's sVAE at another λ and a seed without a partner are left out."""
     ablations = pd.DataFrame(
@@ -53,18 +59,18 @@ def test_the_released_ivae_is_the_svae_at_lambda_0_against_the_baseline_ivae(wri
         + runs("released_ivae", "svae", "p15_lambda0", [0, 1], 0.6, 351.0)
         + runs("released_ivae", "svae", "p15_lambda10", [0, 1], 0.1, 999.0)
     )
-    text = effect(write_table1.deviations(ablations, None, None), "iVAE prior")
+    text = effect(tables.deviations(ablations, None, None), "iVAE prior")
     assert text == "iVAE: MCC 0.500 → 0.600, I-NLL 350.00 → 351.00 (2 seeds)"
     assert "sVAE" not in text
 
 
-def test_a_beta_vae_ablation_reports_its_r2(write_table1):
+def test_a_beta_vae_ablation_reports_its_r2(tables):
     """β-VAE's ablation rows say how much of the truth its latents keep (R²) beside MCC and I-NLL."""
     changed = runs("text_emission", "beta_vae", "p15_beta8", [0, 1], 0.5, 500.0)
     for row in changed:
         row["r2"] = 0.9
     ablations = pd.DataFrame(runs("baseline", "beta_vae", "p15_beta8", [0, 1, 2], 0.3, 430.0) + changed)
-    text = effect(write_table1.deviations(ablations, None, None), "emission of the simulation")
+    text = effect(tables.deviations(ablations, None, None), "emission of the simulation")
     assert text.startswith("β-VAE: MCC 0.300 → 0.500, R² 0.80 → 0.90, I-NLL 430.00 → 500.00 (2 seeds)")
 
 
@@ -72,9 +78,7 @@ def test_the_ablation_table_puts_methods_side_by_side_on_the_seeds_all_of_them_f
     """`ablations.py table`: a row averages over the seeds every method of that row finished, a
     method the ablation did not run is "–", and the informative latents are counted from the
     runs' posterior means."""
-    monkeypatch.syspath_prepend(str(SCRIPTS))
-    ablations = load("ablations")
-    monkeypatch.setattr(ablations, "OUT", tmp_path)
+    from sparseshift import ablations
     df = pd.DataFrame(
         runs("baseline", "beta_vae", "p15_beta8", [0, 1, 2], 0.3, 430.0)
         + runs("baseline", "vae", "p15", [0, 1], 0.5, 350.0)
@@ -89,7 +93,7 @@ def test_the_ablation_table_puts_methods_side_by_side_on_the_seeds_all_of_them_f
         folder.mkdir(parents=True)
         z = np.concatenate([rng.normal(size=(200, active)), 1e-3 * rng.normal(size=(200, 15 - active))], axis=1)
         np.savez(folder / "latents.npz", z_mean=z)
-    lines = ablations.table(df, ["baseline", "beta2", "unknown_here"], ["vae", "beta_vae"]).splitlines()
+    lines = ablations.table(df, ["baseline", "beta2", "unknown_here"], ["vae", "beta_vae"], tmp_path).splitlines()
     header, *cells = [line.strip("| ").split(" | ") for line in lines[:1] + lines[2:]]
     assert [c[0] for c in cells] == ["baseline", "beta2"]
     base, beta2 = (dict(zip(header, c)) for c in cells)
@@ -102,10 +106,10 @@ def test_the_ablation_table_puts_methods_side_by_side_on_the_seeds_all_of_them_f
     assert beta2["I-NLL beta_vae − vae per seed"] == "–"
 
 
-def test_the_beta_curve_compares_each_beta_with_the_vae_on_the_same_seeds(write_table1, monkeypatch):
+def test_the_beta_curve_compares_each_beta_with_the_vae_on_the_same_seeds(tables, monkeypatch):
     """"β-VAE against β": each β's I-NLL above the VAE's on the seeds both have, and the β closest
     to the paper's R² and to the paper's I-NLL gap, named from the numbers."""
-    monkeypatch.setattr(write_table1, "informative", lambda df: pd.Series(3.0, index=df.index))
+    monkeypatch.setattr(tables.module, "informative", lambda df, root: pd.Series(3.0, index=df.index))
     ablations = pd.DataFrame(
         runs("baseline", "vae", "p15", [0, 1, 2], 0.5, 350.0)
         + runs("baseline", "beta_vae", "p15_beta8", [0, 1], 0.3, 410.0)
@@ -117,7 +121,7 @@ def test_the_beta_curve_compares_each_beta_with_the_vae_on_the_same_seeds(write_
     ablations.loc[ablations["run"] == "p15_beta8", "r2"] = 0.4
     paper = {"VAE": {"Pearson MCC": "0.46", "R²": "0.82", "I-NLL": "327.10 ± 2.81"},
              "β-VAE": {"Pearson MCC": "0.48", "R²": "0.83", "I-NLL": "392.68 ± 4.58"}}
-    lines = "\n".join(write_table1.beta_curve(ablations, paper)).splitlines()
+    lines = "\n".join(tables.beta_curve(ablations, paper)).splitlines()
     table = [line.strip("| ").split(" | ") for line in lines if line.startswith("| ")]
     rows = {(r[0], r[1]): dict(zip(table[0], r)) for r in table[1:]}
     assert rows[("β-VAE", "8")]["seeds"] == "0, 1"
@@ -127,10 +131,10 @@ def test_the_beta_curve_compares_each_beta_with_the_vae_on_the_same_seeds(write_
     assert lines[-1] == ("Closest to the paper's β-VAE R² (0.83): β = 2 (R² 0.80, I-NLL +2.00 above the VAE). "
                          "Closest to its I-NLL gap over the VAE (+65.58): β = 8 (I-NLL +60.00, R² 0.40). "
                          "No β gives both here: the paper's β-VAE R² and I-NLL gap are not those of one β of this model.")
-    assert write_table1.beta_curve(ablations[ablations["method"] != "vae"], paper) == []
+    assert tables.beta_curve(ablations[ablations["method"] != "vae"], paper) == []
 
 
-def test_a_row_whose_methods_ran_on_different_seeds_gives_each_its_count(write_table1):
+def test_a_row_whose_methods_ran_on_different_seeds_gives_each_its_count(tables):
     """sVAE+ compared on 5 seeds and β-VAE on 3 in one deviation row: each part names its own count."""
     ablations = pd.DataFrame(
         runs("baseline", "svae_plus", "p15_alpha100", range(5), 0.8, 350.0)
@@ -138,29 +142,29 @@ def test_a_row_whose_methods_ran_on_different_seeds_gives_each_its_count(write_t
         + runs("baseline", "beta_vae", "p15_beta8", range(3), 0.3, 430.0)
         + runs("cells500", "beta_vae", "p15_beta8", range(3), 0.4, 420.0)
     )
-    text = effect(write_table1.deviations(ablations, None, None), "cells per perturbation")
+    text = effect(tables.deviations(ablations, None, None), "cells per perturbation")
     assert text.startswith("sVAE+ (5 seeds): MCC 0.800 → 0.900")
     assert "; β-VAE (3 seeds): MCC 0.300 → 0.400" in text and text.endswith("I-NLL 430.00 → 420.00 (α = 100)")
     same = ablations[ablations["seed"] < 3]
-    assert effect(write_table1.deviations(same, None, None), "cells per perturbation").endswith("(3 seeds, α = 100)")
+    assert effect(tables.deviations(same, None, None), "cells per perturbation").endswith("(3 seeds, α = 100)")
 
 
-def test_the_particle_row_reads_the_same_models_at_both_counts(write_table1):
+def test_the_particle_row_reads_the_same_models_at_both_counts(tables):
     particles = pd.DataFrame([
         {"run": "a", "method": "svae_plus", "particles": 5000, "inll": 349.0, "draw_spread": 0.1, "draws": "x / y"},
         {"run": "a", "method": "svae_plus", "particles": 1000, "inll": 350.5, "draw_spread": 0.3, "draws": "x / y"},
         {"run": "b", "method": "ivae", "particles": 5000, "inll": 340.0, "draw_spread": 0.2, "draws": "x / y"},
         {"run": "b", "method": "ivae", "particles": 1000, "inll": 341.0, "draw_spread": 0.2, "draws": "x / y"},
     ])
-    text = effect(write_table1.deviations(None, None, None, particles), "IWELBO particles")
+    text = effect(tables.deviations(None, None, None, particles), "IWELBO particles")
     assert "sVAE+: I-NLL 349.00 → 350.50 (+1.50)" in text and "iVAE: I-NLL 340.00 → 341.00 (+1.00)" in text
     assert "5,000 → 1,000 particles" in text and "2 draws of the particles differ by at most 0.30 nats" in text
-    assert effect(write_table1.deviations(None, None, None), "IWELBO particles") == "not measured (no results)"
+    assert effect(tables.deviations(None, None, None), "IWELBO particles") == "not measured (no results)"
 
 
-def test_a_pipe_inside_a_cell_does_not_split_the_markdown_row(write_table1):
+def test_a_pipe_inside_a_cell_does_not_split_the_markdown_row(tables):
     """|r| in a cell is escaped once (already escaped text stays so): every row keeps its columns."""
-    table = write_table1.md_table(pd.DataFrame({"F1 \\|r\\| all": ["|r| train 0.5"], "b": ["x"]}))
+    table = tables.md_table(pd.DataFrame({"F1 \\|r\\| all": ["|r| train 0.5"], "b": ["x"]}))
     rows = table.splitlines()
     assert all(row.replace("\\|", "").count("|") == 3 for row in rows)
     assert "F1 \\|r\\| all" in rows[0] and "\\|r\\| train 0.5" in rows[2]
@@ -204,7 +208,7 @@ def test_the_sign_choices_of_a_run_do_not_depend_on_its_own_signs(sign_flips):
         assert unflipped[key] == pytest.approx(result[key])
 
 
-def test_the_sign_block_reads_the_selected_runs_only(write_table1):
+def test_the_sign_block_reads_the_selected_runs_only(tables):
     """Table 1's sign block averages the sign-choice scores of the selected settings, per seed,
     with the sd of the seeds' mean over their independent sign choices."""
     flips = pd.DataFrame([
@@ -217,7 +221,7 @@ def test_the_sign_block_reads_the_selected_runs_only(write_table1):
     ])
     selected = pd.DataFrame({"method": ["svae_plus", "svae_plus"], "run": ["p15_alpha100", "p15_alpha80"],
                              "seed": [0, 1]})
-    row = write_table1.sign_block(flips, selected).iloc[0]
+    row = tables.sign_block(flips, selected).iloc[0]
     assert row["seeds"] == 2 and row["F1 signed (the runs')"] == "0.500"
     assert row["F1 signed, mean over sign choices"] == "0.400 ± 0.250"  # sqrt(0.3² + 0.4²) / 2
     assert row["share of a run's sign choices ≥ 0.51"] == "0.30"
@@ -261,18 +265,42 @@ def test_verify_runs_samples_the_first_stacked_job_of_every_method(monkeypatch):
     assert len(verify.sample(plan, 2)) > len(members)
 
 
-def test_write_table1_cites_a_verification_at_head_only(write_table1, tmp_path):
+def test_verify_runs_compares_a_run_without_its_folder_with_its_summary_row(monkeypatch, tmp_path):
+    """A run whose folder was not kept is compared with its row of the recorded summary.tsv:
+    a metric metrics.json leaves empty matches the empty cell, a changed metric is named."""
+    import json
+    from types import SimpleNamespace
+
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    verify = load("verify_runs")
+    member = SimpleNamespace(arm="simulation", dataset="paper", method="svae_plus", seed=3, hp="p15_alpha100")
+    metrics = {"mcc_pearson": 0.1234567890123, "lambda": None, "epochs_run": 300, "train_seconds": 5.0}
+    row = {"simulation": "paper", "method": "svae_plus", "seed": 3, "run": "p15_alpha100", **metrics,
+           "train_seconds": 9.0}
+    other = {**row, "seed": 4, "mcc_pearson": 0.5}
+    (tmp_path / "simulation").mkdir()
+    pd.DataFrame([row, other]).to_csv(tmp_path / "simulation" / "summary.tsv", sep="\t", index=False)
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(metrics))
+    assert verify.summary_differences(tmp_path, member, path) == []
+    path.write_text(json.dumps({**metrics, "mcc_pearson": 0.1234567890124}))
+    assert verify.summary_differences(tmp_path, member, path) == ["metric mcc_pearson"]
+    assert verify.summary_differences(tmp_path, SimpleNamespace(**{**vars(member), "seed": 7}), path) == [
+        f"0 rows for this run in {tmp_path / 'simulation' / 'summary.tsv'}"]
+
+
+def test_the_paper_tables_cite_a_verification_at_head_only(tables, tmp_path):
     """A table whose runs' workflow/ differs from HEAD's is valid with verify_runs.py's report
     made at HEAD with every run identical; a stale or failed report is refused."""
-    old = write_table1.git("rev-list", "--max-parents=0", "HEAD").splitlines()[0]  # the first commit
+    old = tables.git("rev-list", "--max-parents=0", "HEAD").splitlines()[0]  # the first commit
     summary = pd.DataFrame({"code_version": [old]})
-    head = write_table1.git("rev-parse", "HEAD")
+    head = tables.git("rev-parse", "HEAD")
     report = tmp_path / "verification.json"
     for content, verified in [({"head": head, "runs": 6, "identical": 6, "methods": ["vae"]}, True),
                               ({"head": head, "runs": 6, "identical": 5, "methods": ["vae"]}, False),
                               ({"head": old, "runs": 6, "identical": 6, "methods": ["vae"]}, False)]:
         report.write_text(json.dumps(content))
-        _, same = write_table1.provenance(summary, report)
+        _, same = tables.provenance(summary, report)
         assert ("verified at HEAD: 6 of 6 runs" in same) == verified
         assert ("no verification at HEAD" in same) != verified
 

@@ -30,10 +30,9 @@ from sparseshift.io import read_dataset  # noqa: E402
 from sparseshift.metrics import informative_latents  # noqa: E402
 from sparseshift.model import SparseShiftVAE  # noqa: E402
 from sparseshift.runs import evaluate_run, udr_score  # noqa: E402
+from sparseshift.markdown import md_table  # noqa: E402
+from sparseshift.paper_tables import block, method_rows  # noqa: E402
 from sparseshift.summary import select  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from write_table1 import block, md_table, method_rows  # noqa: E402
 
 # column title -> (column, decimals)
 TITLES = {"Pearson MCC": ("mcc_pearson", 3), "R²": ("r2", 3), "F1 \\|r\\| all": ("graph_f1_all", 3),

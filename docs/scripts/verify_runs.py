@@ -67,10 +67,11 @@ def summary_differences(recorded: Path, member, metrics: Path) -> list[str]:
         return [f"not recorded in {recorded}"]
     df = pd.read_csv(table, sep="\t", float_precision="round_trip", keep_default_na=False, dtype=str)
     row = df[(df["simulation"] == member.dataset) & (df["method"] == member.method)
-             & (df["seed"] == str(member.seed)) & (df["run"] == member.run)]
+             & (df["seed"] == str(member.seed)) & (df["run"] == member.hp)]
     if len(row) != 1:
         return [f"{len(row)} rows for this run in {table}"]
-    new = json.loads(metrics.read_text())
+    # a value metrics.json leaves empty (null) is an empty cell of summary.tsv
+    new = {k: float("nan") if v is None else v for k, v in json.loads(metrics.read_text()).items()}
     return [f"metric {key}" for key in sorted(set(new) & set(row.columns))
             if not volatile(key) and not same(parse(row.iloc[0][key]), new[key])]
 
@@ -108,11 +109,12 @@ def main(argv=None) -> int:
     subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"), "--cores",
                     str(args.cores), "--directory", str(ROOT), "--configfile", str(ROOT / "config" / "config.yaml"),
                     *configs, "--config", f"results={out}", "--", *targets], check=True)
-    identical = 0
+    identical, from_summary = 0, 0
     for member, target in zip(runs, targets):
         folder = Path(target).parent
         twin = recorded / folder.relative_to(out)
         if not (twin / "metrics.json").exists():
+            from_summary += 1
             problems = summary_differences(recorded, member, folder / "metrics.json")
         else:
             problems = compare(twin, folder) + [f"metric {k}" for k in metric_differences(twin / "metrics.json",
@@ -120,10 +122,12 @@ def main(argv=None) -> int:
         identical += not problems
         print(f"{folder.relative_to(out)}: {'identical' if not problems else 'DIFFERS: ' + ', '.join(problems)}")
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    compared = "weights, latents, history, metrics" if not from_summary else (
+        f"metrics only: {from_summary} of the runs' folders were not kept, only their summary.tsv rows")
     report = {"head": head, "recorded": str(recorded), "runs": len(runs), "identical": identical,
-              "methods": sorted({m.method for m in runs})}
+              "methods": sorted({m.method for m in runs}), "compared": compared}
     (out / "verification.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{identical} of {len(runs)} runs identical at HEAD {head[:12]} (weights, latents, history, metrics)")
+    print(f"{identical} of {len(runs)} runs identical at HEAD {head[:12]} ({compared})")
     return int(identical < len(runs))
 
 

@@ -1,7 +1,8 @@
 """The generalisation section of docs/table1.md, written from a run's generalisation table.
 
 Usage:
-    python docs/scripts/write_generalisation.py results/generalisation --into docs/table1.md
+    python docs/scripts/write_generalisation.py results/generalisation --into docs/table1.md \
+        [--verification results/verify_generalisation/verification.json]
 
 Reads ``<RESULTS>/simulation/generalisation.tsv`` (written by the workflow's summarize rule,
 ``config/generalisation.yaml``) and ``summary.tsv`` beside it (the commits each run recorded),
@@ -23,12 +24,12 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workflow" / "scripts"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import blocks  # noqa: E402
+from sparseshift import markdown  # noqa: E402
 from sparseshift.methods import DISPLAY_NAMES  # noqa: E402
+from sparseshift.paper_tables import verification_note  # noqa: E402
 from sparseshift.summary import COMPARED  # noqa: E402
 
-BEGIN, END = blocks.markers("generalisation")
+BEGIN, END = markdown.markers("generalisation")
 NAMES = {**DISPLAY_NAMES, **{f"svae_plus - {m}": f"sVAE+ − {DISPLAY_NAMES[m]}" for m in COMPARED}}
 METRICS = {
     "inll_zero_shot": "I-NLL of held-out combinations, zero-shot (summed learned shifts, nothing fitted)",
@@ -51,7 +52,7 @@ def describe(metric: str) -> str:
     return f"I-NLL of the other held-out cells, step 3 fitted on {k.group(1)} cells per condition" if k else METRICS[metric]
 
 
-def section(results: Path) -> str:
+def section(results: Path, verification: Path | None = None) -> str:
     table = pd.read_csv(results / "simulation" / "generalisation.tsv", sep="\t")
     summary = pd.read_csv(results / "simulation" / "summary.tsv", sep="\t")
     commits = sorted({str(v) for c in ("train_code_version", "transfer_code_version", "code_version")
@@ -65,7 +66,8 @@ def section(results: Path) -> str:
              f"{', '.join(NAMES[m] for m in NAMES if m in set(summary['method']))}, "
              f"{', '.join(str(int(n)) for n in sorted(summary['n_particles'].dropna().unique()))} particles). Code: {', '.join(f'`{c[:12]}{c[40:]}`' for c in commits)} "
              f"(recorded by every run's training, transfer and evaluation). Lower I-NLL is better, higher F1; a "
-             f"difference is sVAE+ minus the other method on the same seed.", ""]
+             f"difference is sVAE+ minus the other method on the same seed."
+             + (f" {verification_note(verification)}" if verification else ""), ""]
     verdicts = []
     for metric, rows in table.groupby("metric", sort=False):
         lines += [f"**{describe(metric)}** (`{metric}`)", "", "| model | seeds | mean ± sd | per seed | sVAE+ better | verdict |",
@@ -96,12 +98,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="the results folder of config/generalisation.yaml")
     parser.add_argument("--into", type=Path, help="markdown file whose generalisation block is replaced")
+    parser.add_argument("--verification", type=Path, help="verify_runs.py's report of a sample of these runs re-run")
     args = parser.parse_args()
-    block = section(args.results)
+    block = section(args.results, args.verification)
     if args.into is None:
         print(block)
     else:
-        blocks.replace(args.into, "generalisation", block.removeprefix(BEGIN + "\n").removesuffix("\n" + END))
+        markdown.replace(args.into, "generalisation", block.removeprefix(BEGIN + "\n").removesuffix("\n" + END))
 
 if __name__ == "__main__":
     main()
