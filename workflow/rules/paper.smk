@@ -51,7 +51,7 @@ rule docs_table1:
     log:
         f"{PAPER_TABLES}/logs/docs_table1.log",
     conda:
-        "../../envs/plot.yaml"
+        "../../envs/tables.yaml"
     params:
         doc="docs/table1.md",
     script:

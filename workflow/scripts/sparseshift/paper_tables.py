@@ -336,7 +336,8 @@ def document(paper: Path, paper_values: dict, default_results: Path | None = Non
         "## Deviations from the paper and from the released code",
         "",
         "Measured effects: the ablations of `docs/scripts/ablations.py` (the Table 1 setting, one choice changed, "
-        f"sVAE+ at α = {FIXED['alpha'][0]}, and iVAE or β-VAE (β = {FIXED['beta'][0]}) where a row names them (`ablations.py run ... --methods ivae`; "
+        f"sVAE+ at α = {FIXED['alpha'][0]}, and sVAE (λ = {FIXED['lambda'][0]:g}), iVAE, VAE or β-VAE (β = {FIXED['beta'][0]}) "
+        "where a row names them (`ablations.py run ... --methods ivae`; "
         "the released iVAE: `ablations.py run released_ivae --methods svae`), "
         "one model per job, same seeds; `baseline` is the pipeline's choice at the "
         "released code's 250 cells per perturbation, the base of every ablation); for the particle count, "
