@@ -100,3 +100,35 @@ def test_every_registered_method_has_its_prior_class():
             assert (model.prior.logits == 2.0).all()
         if method == "ivae":
             assert model.prior.target_graph().sum(1).eq(1).all()  # its top k = 1
+
+
+@pytest.mark.parametrize("stack_models", [1, 4])
+def test_the_jobs_hold_every_run_once_one_model_jobs_named_by_their_run(stack_models):
+    """Plan.jobs: the training jobs hold every run and replicate once, the transfer jobs every
+    run once; with stack_models 1 a job is one model, named by its run path, and its files,
+    log and checkpoint are the run's own; with more, the stacks and their stacked/<job> files."""
+    from sparseshift.layout import Layout
+
+    config = filled(REPO / "tests" / "configs" / "tiny.yaml") | {"stack_models": stack_models, "results": "res"}
+    plan = Plan(config)
+    layout = Layout(plan, REPO / "workflow")
+    key = lambda m: (m.arm, m.dataset, m.method, m.hp, m.seed, m.replicate)  # noqa: E731
+    for transfer in (False, True):
+        jobs = plan.jobs(transfer)
+        members = [m for ms in jobs.values() for m in ms]
+        assert sorted(map(key, members)) == sorted(map(key, (m for ms in plan.stacks(transfer).values() for m in ms)))
+        assert len(set(map(key, members))) == len(members)
+        assert all(len(ms) <= stack_models for ms in jobs.values())
+    jobs = plan.jobs(transfer=False)
+    if stack_models == 1:
+        assert "simulation_tiny_seed0_svae_plus_p4_alpha30_replicate2" in jobs
+        (m,) = jobs["simulation_tiny_seed0_svae_plus_p4_alpha30_replicate2"]
+        assert (m.hp, m.replicate) == ("p4_alpha30", 2)
+        assert layout.job_path("res/logs/train", "x", [m], ".log") == \
+            "res/logs/train/simulation/tiny/seed0/svae_plus/p4_alpha30/replicate2.log"
+        assert layout.job_files({"model": "model.pt"}, [m]) == \
+            {"model": "res/simulation/tiny/seed0/svae_plus/p4_alpha30/replicate2/model.pt"}
+    else:
+        job, ms = next(iter(jobs.items()))
+        assert layout.job_path("res/checkpoints", job, ms, ".pt") == f"res/checkpoints/stacked/{job}.pt"
+        assert layout.job_files({"model": "model.pt"}, ms)["model"] == [layout.member(m, "model.pt") for m in ms]

@@ -60,6 +60,15 @@ def planned_jobs(workdir, *args, targets=()) -> dict[str, int]:
 PAPER = str(REPO / "config" / "paper.yaml")
 
 
+def one_model_jobs(jobs: dict) -> dict:
+    """Numbers of one-model training jobs of runs and of replicates, and of transfer jobs
+    (their rule names are generated: train_<run>[_replicate<r>], transfer_<run>)."""
+    one = {rule: n for rule, n in jobs.items() if rule.startswith(("train_", "transfer_")) and "_stack_" not in rule}
+    return {"train": sum(1 for r in one if r.startswith("train_") and "_replicate" not in r),
+            "train_replicate": sum(1 for r in one if r.startswith("train_") and "_replicate" in r),
+            "transfer": sum(1 for r in one if r.startswith("transfer_"))}
+
+
 def stacked_jobs(jobs: dict) -> dict:
     """Numbers of stacked training and transfer jobs per arm (their rule names are generated)."""
     return {
@@ -101,11 +110,12 @@ def test_dry_run_plans_every_run(tmp_path, args, targets, n_sim, n_datasets, n_r
     jobs = planned_jobs(tmp_path, *args, targets=targets)
     n_runs = n_sim + n_replogle
     assert jobs["evaluate"] == jobs["enrichment"] == n_runs
-    if "train" in n_jobs:  # one model per job
-        assert {k: v for k, v in jobs.items() if k.startswith(("train", "transfer"))} == n_jobs
-        assert jobs["transfer"] == n_transferred
+    if "train" in n_jobs:  # one model per job: one rule per job, one job per rule
+        assert one_model_jobs(jobs) == n_jobs and not any(stacked_jobs(jobs).values())
+        assert one_model_jobs(jobs)["transfer"] == n_transferred
+        assert all(n == 1 for rule, n in jobs.items() if rule.startswith(("train_", "transfer_")))
     else:  # stacked; the paper's p sweep (transfer: false) has no transfer
-        assert stacked_jobs(jobs) == n_jobs and not {"train", "train_replicate", "transfer"} & set(jobs)
+        assert stacked_jobs(jobs) == n_jobs and not any(one_model_jobs(jobs).values())
     assert jobs["simulate"] == n_datasets
     paper = PAPER in args
     sweeps = 2 if paper else 0  # the paper config sweeps p (Table 4) and alpha (Figure 4)
@@ -195,7 +205,7 @@ def test_a_diverging_run_fails_its_training_job_once_writing_no_model(tmp_path, 
     message = (f"training of run results/simulation/tiny/seed0/vae/p4{stacked} diverged: the training loss became "
                "non-finite in epoch 1 (learning rate 100000); try a lower learning rate (config key train.lr, "
                "replogle.train.lr on the Replogle arm)")
-    rule = "train_stack_simulation_tiny_vae_p4" if stack_models > 1 else "train"
+    rule = "train_stack_simulation_tiny_vae_p4" if stack_models > 1 else "train_simulation_tiny_seed0_vae_p4"
     assert res.returncode != 0 and f"Error in rule {rule}:" in console
     assert console.count(message) == 1 and "Trying to restart" not in console  # not retried
     logs = tmp_path / "results" / "logs" / "train"
@@ -317,7 +327,7 @@ def test_stacked_jobs_train_the_seeds_settings_and_replicates_of_a_method(tmp_pa
     # default config: one job per method (sVAE: 2 lambdas x 2 seeds x 2 replicates = 8 models)
     assert stacked_jobs(jobs) == {"train_simulation": 5, "transfer_simulation": 5, "train_replogle": 0,
                                   "transfer_replogle": 0}
-    assert not {"train", "train_replicate", "transfer"} & set(jobs) and jobs["evaluate"] == 12
+    assert not any(one_model_jobs(jobs).values()) and jobs["evaluate"] == 12
     # sVAE+ at 2 alphas x 2 seeds x 3 replicates = 12 models in stacks of 4: 3 training jobs,
     # and its 4 runs' transfer in 1
     config = ("--configfile", str(TINY), "--config", "stack_models=4", "seeds=[0,1]", "methods=[svae_plus]")
@@ -423,11 +433,13 @@ def test_slurm_profile_dry_run_gives_training_a_gpu(tmp_path):
                 resources.setdefault(rule.group(1), []).append(found.group(1))
         return resources
 
-    resources = planned("--config", "stack_models=1")  # one model per job
-    assert len(resources["train"]) == 12 and len(resources["transfer"]) == 12
-    assert len(resources["train_replicate"]) == 4  # 2 settings x 2 seeds x 1 replicate (UDR over 2 models)
-    for line in resources["train"] + resources["train_replicate"] + resources["transfer"]:
-        assert "gpu=1" in line and "slurm_partition=gpu" in line, line
+    resources = planned("--config", "stack_models=1")  # one model per job, its rule named by the workflow
+    assert one_model_jobs({rule: len(found) for rule, found in resources.items()}) == {
+        "train": 12, "train_replicate": 4, "transfer": 12}  # replicates: 2 settings x 2 seeds x 1 (UDR over 2 models)
+    lines = [line for rule, found in resources.items() if rule.startswith(("train_", "transfer_")) for line in found]
+    assert len(lines) == 28
+    for line in lines:
+        assert "gpu=1" in line and "slurm_partition=gpu" in line and "cpus_per_task=4" in line, line
     for line in resources["simulate"] + resources["summarize"]:
         assert "gpu=1" not in line and "slurm_partition=cpu" in line, line
     # the paper configuration stacks: its stacked jobs, named by the workflow, take the

@@ -70,10 +70,11 @@ MODEL_ENV = (
 # arm only when its input is already here; `snakemake replogle` downloads it.
 REPLOGLE_IN_ALL = REPLOGLE["enabled"] and Path(LAYOUT.replogle_h5ad).is_file()
 RUN_DIR, REPLICATE_DIR = LAYOUT.run_dir, LAYOUT.replicate_dir
+ARMS = ("simulation", "replogle", "screens")
 
 
 wildcard_constraints:
-    arm="simulation|replogle|screens",
+    arm="|".join(ARMS),
     dataset="[A-Za-z0-9_]+",
     simulation="[A-Za-z0-9_]+",
     seed=r"\d+",
@@ -84,8 +85,8 @@ wildcard_constraints:
 
 def profile_settings(rule_name):
     """Threads and resources that a profile's set-threads / set-resources give ``rule_name``
-    (the one-model job of a step), for the stacked jobs of that step, whose names are
-    generated (the SLURM profile's GPU partition, for instance)."""
+    (a step: train or transfer), for the jobs of that step, whose rule names are generated
+    (the SLURM profile's GPU partition, for instance)."""
     settings = workflow.resource_settings
 
     def plain(value):  # Snakemake holds them as Resource objects
@@ -99,13 +100,29 @@ def profile_settings(rule_name):
     return threads, resources
 
 
-def stacked_threads(step):
+def job_threads(step):
+    """Threads of a training or transfer job: the profile's for the step, else the config's."""
     threads, _ = profile_settings(step)
     return threads if isinstance(threads, int) else config["resources"][step]["threads"]
 
 
-def stacked_resources(step):
+def profile_resources(step):
+    """Resources of a training or transfer job: the config's, then the profile's for the step."""
     return {**job_resources(step), **profile_settings(step)[1]}
+
+
+# Training and transfer jobs (PLAN.jobs): one model each, or stacks (config key stack_models).
+STACKED = config["stack_models"] > 1
+
+
+def job_rule(step, job):
+    """The rule name of a job: train_stack_<job> or train_<job> (transfer likewise)."""
+    return f"{step}_stack_{job}" if STACKED else f"{step}_{job}"
+
+
+def per_run(settings, members):
+    """A job's value of each run: a list for a stack, the one run's for a one-model job."""
+    return [settings(m) for m in members] if STACKED else settings(members[0])
 
 
 def job_resources(step):

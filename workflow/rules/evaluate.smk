@@ -1,56 +1,34 @@
-if config["stack_models"] == 1:
-
-    rule transfer:
-        input:
-            **LAYOUT.run_files(TRANSFER_INPUTS),
-            data=LAYOUT.dataset,
-        output:
-            **LAYOUT.run_files(TRANSFER_FILES),
-        log:
-            f"{LOG_DIR}/transfer/{RUN}.log",
-        benchmark:
-            f"{LOG_DIR}/transfer/{RUN}.benchmark.tsv"
-        conda:
-            MODEL_ENV
-        threads: config["resources"]["transfer"]["threads"]
-        resources:
-            **job_resources("transfer"),
-        params:
-            train=PLAN.train_settings,
-            transfer=PLAN.transfer_settings,
-            device=config["device"],
-            checkpoint=f"{RESULTS}/checkpoints/{RUN}.transfer.pt",
-        script:
-            "../scripts/transfer.py"
-
-else:
-
-    # The transfer protocol of the runs of a stacked training job's groups, steps 2 and 3
-    # trained as one batched model (config key stack_models).
-    for _job, _members in PLAN.stacks(transfer=True).items():
+# Transfer jobs (PLAN.jobs): the transfer protocol, steps 2 and 3, of one run, or of the runs
+# of a stacked training job's groups trained as one batched model (config key stack_models);
+# one rule per job, jobs.transfer_from_files through the adapter transfer.py, named by its
+# link transfer_stacked.py and nested by arm and job, as for training (train.smk).
+for _arm in ARMS:
+    for _job, _members in PLAN.jobs(transfer=True, arm=_arm).items():
 
         rule:
             name:
-                f"transfer_stack_{_job}"
+                job_rule("transfer", _job)
             input:
-                **LAYOUT.stack_files(TRANSFER_INPUTS, _members),
-                data=[LAYOUT.dataset(m) for m in _members],
+                **LAYOUT.job_files(TRANSFER_INPUTS, _members),
+                data=per_run(LAYOUT.dataset, _members),
             output:
-                **LAYOUT.stack_files(TRANSFER_FILES, _members),
+                **LAYOUT.job_files(TRANSFER_FILES, _members),
             log:
-                f"{LOG_DIR}/transfer/stacked/{_job}.log",
+                LAYOUT.job_path(f"{LOG_DIR}/transfer", _job, _members, ".log"),
             benchmark:
-                f"{LOG_DIR}/transfer/stacked/{_job}.benchmark.tsv"
+                LAYOUT.job_path(f"{LOG_DIR}/transfer", _job, _members, ".benchmark.tsv")
             conda:
                 MODEL_ENV
-            threads: stacked_threads("transfer")
+            threads: job_threads("transfer")
             resources:
-                **stacked_resources("transfer"),
+                **profile_resources("transfer"),
             params:
-                train=[PLAN.train_settings(m) for m in _members],
+                train=per_run(PLAN.train_settings, _members),
                 transfer=PLAN.transfer_settings(_members[0]),
                 device=config["device"],
-                checkpoint=f"{RESULTS}/checkpoints/stacked/{_job}.transfer.pt",
+                checkpoint=LAYOUT.job_path(
+                    f"{RESULTS}/checkpoints", _job, _members, ".transfer.pt"
+                ),
             script:
                 "../scripts/transfer_stacked.py"
 

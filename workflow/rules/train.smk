@@ -1,71 +1,40 @@
-if config["stack_models"] == 1:
-
-    rule train:
-        input:
-            data=LAYOUT.dataset,
-        output:
-            **LAYOUT.run_files(TRAIN_FILES),
-        log:
-            f"{LOG_DIR}/train/{RUN}.log",
-        benchmark:
-            f"{LOG_DIR}/train/{RUN}.benchmark.tsv"
-        conda:
-            MODEL_ENV
-        threads: config["resources"]["train"]["threads"]
-        resources:
-            **job_resources("train"),
-        params:
-            model=PLAN.model_settings,
-            train=PLAN.train_settings,
-            device=config["device"],
-            # Not a declared output: Snakemake would delete it when a job fails,
-            # and a rerun resumes from it.
-            checkpoint=f"{RESULTS}/checkpoints/{RUN}.pt",
-        script:
-            "../scripts/train_model.py"
-
-    # A replicate of a run (another training seed, the same data and setting) for the
-    # unsupervised selection among a method's settings (config key selection).
-    use rule train as train_replicate with:
-        output:
-            **LAYOUT.run_files(TRAIN_FILES, replicate=True),
-        log:
-            f"{LOG_DIR}/train/{RUN}/replicate{{replicate}}.log",
-        benchmark:
-            f"{LOG_DIR}/train/{RUN}/replicate{{replicate}}.benchmark.tsv"
-        params:
-            model=PLAN.model_settings,
-            train=PLAN.train_settings,
-            device=config["device"],
-            checkpoint=f"{RESULTS}/checkpoints/{RUN}/replicate{{replicate}}.pt",
-
-else:
-
-    # Stacked jobs (config key stack_models): each trains several runs and replicates of one
-    # method on one dataset and latent dimension (seeds and swept settings) as one batched
-    # model; the outputs are those of the one-model jobs.
-    for _job, _members in PLAN.stacks(transfer=False).items():
+# Training jobs (PLAN.jobs): one rule per job. With stack_models: 1 a job trains one run or
+# one replicate (another training seed of a run, the same data and setting, for the
+# unsupervised selection among a method's settings, config key selection); with more, a job
+# trains several runs and replicates of one method on one dataset and latent dimension (seeds
+# and swept settings) as one batched model. Either way the outputs are the runs' files, and
+# the job is jobs.train_from_files through the adapter train_model.py, named by its link
+# train_stacked.py. Snakemake's code trigger compares the text of a rule's script directive,
+# indentation included, with the one a result was made with: this name and nesting (arm, job)
+# are those the stacked results (the default's, the paper's) recorded. A one-model job's
+# params keep their form (one run's settings, not a list of one).
+for _arm in ARMS:
+    for _job, _members in PLAN.jobs(transfer=False, arm=_arm).items():
 
         rule:
             name:
-                f"train_stack_{_job}"
+                job_rule("train", _job)
             input:
-                data=[LAYOUT.dataset(m) for m in _members],
+                data=per_run(LAYOUT.dataset, _members),
             output:
-                **LAYOUT.stack_files(TRAIN_FILES, _members),
+                **LAYOUT.job_files(TRAIN_FILES, _members),
             log:
-                f"{LOG_DIR}/train/stacked/{_job}.log",
+                LAYOUT.job_path(f"{LOG_DIR}/train", _job, _members, ".log"),
             benchmark:
-                f"{LOG_DIR}/train/stacked/{_job}.benchmark.tsv"
+                LAYOUT.job_path(f"{LOG_DIR}/train", _job, _members, ".benchmark.tsv")
             conda:
                 MODEL_ENV
-            threads: stacked_threads("train")
+            threads: job_threads("train")
             resources:
-                **stacked_resources("train"),
+                **profile_resources("train"),
             params:
-                model=[PLAN.model_settings(m) for m in _members],
-                train=[PLAN.train_settings(m) for m in _members],
+                model=per_run(PLAN.model_settings, _members),
+                train=per_run(PLAN.train_settings, _members),
                 device=config["device"],
-                checkpoint=f"{RESULTS}/checkpoints/stacked/{_job}.pt",
+                # Not a declared output: Snakemake would delete it when a job fails,
+                # and a rerun resumes from it.
+                checkpoint=LAYOUT.job_path(
+                    f"{RESULTS}/checkpoints", _job, _members, ".pt"
+                ),
             script:
                 "../scripts/train_stacked.py"

@@ -1,7 +1,8 @@
-"""Rule adapter: a training job, one model on one dataset (rules train, train_replicate) or several
-runs of one method (seeds, settings, replicates) as one batched model (the train_stack_* rules,
-through train_stacked.py: a link to this file, kept because Snakemake records each rule's script
-path and would re-run the existing results of a rule whose path changed)."""
+"""Rule adapter: a training job (the rules of train.smk, one per job): one model on one dataset,
+or several runs of one method (seeds, settings, replicates) as one batched model (the
+train_stack_* rules, through train_stacked.py: a link to this file, kept because Snakemake
+records each rule's script path and would re-run the existing results of a rule whose path
+changed)."""
 
 import sys
 

@@ -1,5 +1,5 @@
-"""Rule adapter: a transfer job, steps 2 and 3 of the transfer protocol and the held-out I-NLL of
-one run as one model (rule transfer) or of the runs of every seed of one method and setting as
+"""Rule adapter: a transfer job (the rules of evaluate.smk, one per job), steps 2 and 3 of the transfer protocol and the held-out I-NLL of
+one run as one model or of the runs of every seed of one method and setting as
 one batched model (the transfer_stack_* rules, through transfer_stacked.py: a link to this file,
 kept because Snakemake records each rule's script path and would re-run the existing results of
 a rule whose path changed)."""

@@ -100,6 +100,22 @@ class Layout:
         """Named files of a stacked job: per name, one path per model."""
         return {key: [self.member(m, name) for m in members] for key, name in files.items()}
 
+    def job_files(self, files: dict, members: list) -> dict:
+        """Named files of a training or transfer job (:meth:`Plan.jobs`): per name, one path per
+        model for a stack, the one model's path for a one-model job."""
+        if self.config["stack_models"] > 1:
+            return self.stack_files(files, members)
+        return {key: self.member(members[0], name) for key, name in files.items()}
+
+    def job_path(self, folder: str, job: str, members: list, suffix: str) -> str:
+        """A job's own file under ``folder`` (its log, benchmark or checkpoint): ``stacked/<job>``
+        for a stack, the path of its run (and replicate) for a one-model job."""
+        if self.config["stack_models"] > 1:
+            return f"{folder}/stacked/{job}{suffix}"
+        m = members[0]
+        replicate = f"/replicate{m.replicate}" if m.replicate else ""
+        return f"{folder}/{RUN}{replicate}{suffix}".format(**vars(m))
+
     def run_paths(self, pattern: str, arm: str, methods=None) -> list[str]:
         """``pattern`` formatted for every run and seed of ``arm`` (of ``methods``, if given)."""
         return [pattern.format(**vars(m)) for m in self.plan.members(arm, methods)]

@@ -236,6 +236,17 @@ class Plan:
             for r in range(self.n_replicates(a, dataset, method, hp) if replicates else 1)
         ]
 
+    def jobs(self, transfer: bool, arm: str | None = None) -> dict[str, list[SimpleNamespace]]:
+        """Every training (or, with ``transfer``, transfer) job (of ``arm`` only, when given):
+        job id -> its models. With ``stack_models: 1`` a job is one run or replicate, named
+        after it; else :meth:`stacks`."""
+        stacks = {job: ms for job, ms in self.stacks(transfer).items() if arm is None or ms[0].arm == arm}
+        if self.config["stack_models"] > 1:
+            return stacks
+        return {re.sub(r"\W", "_", f"{m.arm}_{m.dataset}_seed{m.seed}_{m.method}_{m.hp}"
+                       + (f"_replicate{m.replicate}" if m.replicate else "")): [m]
+                for members in stacks.values() for m in members}
+
     def stacks(self, transfer: bool) -> dict[str, list[SimpleNamespace]]:
         """The stacked jobs (config key stack_models): job id -> its models, each the wildcards
         of one run or replicate. A job holds the seeds, settings and replicates of one method on
