@@ -116,7 +116,7 @@ STACKED = config["stack_models"] > 1
 
 
 def job_rule(step, job):
-    """The rule name of a job: train_stack_<job> or train_<job> (transfer likewise)."""
+    """The name of a job's rules: train_stack_<job> or train_<job> (transfer likewise)."""
     return f"{step}_stack_{job}" if STACKED else f"{step}_{job}"
 
 
