@@ -8,10 +8,12 @@
 #   0. nvidia-smi and torch.cuda.is_available() (stops here without CUDA);
 #   1. pytest -q tests/test_step.py (the captured step's CUDA tests);
 #   2. benchmarks/train.py --device cuda --epochs 4 --models 1 25 125 --methods svae_plus
-#      (captured step), then --models 1 --cuda-graph off (the eager step);
+#      (captured step), --models 125 --mixed (one stack of every method, stack_methods), then
+#      --models 1 --cuda-graph off (the eager step);
 #   3. benchmarks/iwelbo.py --device cuda --particles 1000 5000;
-#   4. with the time left, the paper grid (snakemake, 16 cores, results in /tmp/paper_gpu),
-#      under timeout and /usr/bin/time -v.
+#   4. with the time left, the paper grid with config/gpu.yaml (each dataset's models in one
+#      stack and process; snakemake, 16 cores, results in /tmp/paper_gpu), under timeout and
+#      /usr/bin/time -v.
 # Every stage's output is tee'd to "$OUT/<stage>.log" (OUT: set by the device machine, else
 # ./gpu_out); "$OUT/summary.tsv" holds each stage's exit status and seconds (124: its time
 # limit). Wheels carried in .whl/ (or $WHEELS; packages the device image lacks: anndata,
@@ -62,7 +64,7 @@ stage() {
         printf '%s\tskipped\t0\n' "$name" >> "$OUT/summary.tsv"
         return 0
     fi
-    echo "== $name (limit ${limit} s, $(left) s of the budget left): $*" | tee "$OUT/$name.log"
+    echo "== $name (limit ${limit} s, $(left) s of the budget left): $*" | tee ${stage_append:+-a} "$OUT/$name.log"
     local t0=$SECONDS rc
     timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$OUT/$name.log"
     rc=${PIPESTATUS[0]}
@@ -88,6 +90,9 @@ fi
 stage tests 120 $PY -m pytest -q -p no:cacheprovider tests/test_step.py
 stage train_captured 150 $PY benchmarks/train.py --device $DEVICE --epochs $EPOCHS --models "${MODELS[@]}" \
     --methods svae_plus --cuda-graph on
+# one stack of every method (stack_methods), in the same log
+stage_append=1 stage train_captured 60 $PY benchmarks/train.py --device $DEVICE --epochs $EPOCHS \
+    --models "${MODELS[-1]}" --mixed --cuda-graph on
 stage train_eager 60 $PY benchmarks/train.py --device $DEVICE --epochs $EPOCHS --models 1 \
     --methods svae_plus --cuda-graph off
 stage iwelbo 90 $PY benchmarks/iwelbo.py --device $DEVICE --particles "${PARTICLES[@]}"
@@ -95,8 +100,8 @@ stage iwelbo 90 $PY benchmarks/iwelbo.py --device $DEVICE --particles "${PARTICL
 TIME=(/usr/bin/time -v)
 [ -x /usr/bin/time ] || TIME=()
 GRID_CAP=$(( $(left) - 10 ))
-stage grid "$GRID_CAP" "${TIME[@]}" $PY -m snakemake --cores 16 --keep-going --configfile config/paper.yaml \
-    --config results=/tmp/paper_gpu stack_models=128 "enrichment={'methods': []}" "${GRID[@]}" -- simulation
+stage grid "$GRID_CAP" "${TIME[@]}" $PY -m snakemake --cores 16 --keep-going --configfile config/paper.yaml config/gpu.yaml \
+    --config results=/tmp/paper_gpu device=$DEVICE "enrichment={'methods': []}" "${GRID[@]}" -- simulation
 if [ -d /tmp/paper_gpu ]; then  # what the grid finished, for the record (at most 8 files come back)
     echo "== files of the grid's job benchmarks:" >> "$OUT/grid.log"
     find /tmp/paper_gpu -path '*benchmark*' -type f 2>/dev/null | head -300 >> "$OUT/grid.log"

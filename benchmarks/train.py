@@ -6,6 +6,7 @@ Usage (prints the machine and a TSV table)::
     python benchmarks/train.py --threads 2 --epochs 3 --scale replogle --batch-size 128 1024
     python benchmarks/train.py --device cuda --models 1 5 25 --iwelbo 5000
     python benchmarks/train.py --device cuda --models 1 --cuda-graph off   # the eager step
+    python benchmarks/train.py --models 5 10 --mixed    # stacks of every method (stack_methods)
 
 ``--scale replogle`` simulates a dataset of the Replogle arm's size (682 perturbations x 171
 cells = 116,622 cells x 1,187 genes, p = 50) and trains models of that size.
@@ -67,11 +68,12 @@ def peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def time_method(adata, model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device, n_models: int):
+def time_method(adata, model_cfgs: list[ModelConfig], train_cfg: TrainConfig, device: torch.device):
     """Seconds of each epoch's minibatch loop, per model (``train_runs``): one model as in the
-    pipeline, or ``n_models`` models (seeds 0..n-1 on the same data) stacked, as in the
-    stacked jobs (``stack_models``; a stack's seconds are its time per epoch / n_models)."""
-    runs = train_runs([adata] * n_models, [model_cfg] * n_models,
+    pipeline, or several (seeds 0..n-1 on the same data) stacked, as in the stacked jobs
+    (``stack_models``; a stack's seconds are its time per epoch / its number of models)."""
+    n_models = len(model_cfgs)
+    runs = train_runs([adata] * n_models, model_cfgs,
                       [replace(train_cfg, seed=s) for s in range(n_models)], str(device), stacked=n_models > 1)
     return runs[0][1]["train_seconds"]
 
@@ -92,6 +94,9 @@ def main(argv=None) -> int:
                     help="paper: 20,000 cells x 100 genes, p = 15; replogle: 116,622 x 1,187, p = 50")
     ap.add_argument("--reference", type=float, default=1.15,
                     help="the released implementation's s / epoch at batch 128, one thread (PAPER.md)")
+    ap.add_argument("--mixed", action="store_true",
+                    help="one row per stack size whose models cycle through --methods (one stack of "
+                         "several methods, as with the config key stack_methods)")
     ap.add_argument("--iwelbo", type=int, nargs="*", default=[],
                     help="also time the held-out IWELBO with these particle counts (iwelbo.py)")
     args = ap.parse_args(argv)
@@ -107,14 +112,15 @@ def main(argv=None) -> int:
         train_cfg = TrainConfig(epochs=args.epochs, batch_size=batch_size, warmup_epochs=50, seed=0,
                                 cuda_graph=args.cuda_graph == "on")
         for n_models in args.models:
-            for method in args.methods:
-                model_cfg = ModelConfig(
-                    method=method, n_genes=adata.n_vars, n_latent=n_latent, n_perturbations=n_perturbations,
-                    hyperparameters={"beta": 8.0 if method == "beta_vae" else 1.0, "alpha": 100.0, "lambda": 1.0},
-                )
+            for method in ["mixed"] if args.mixed else args.methods:
+                methods = [args.methods[i % len(args.methods)] if args.mixed else method for i in range(n_models)]
+                model_cfgs = [ModelConfig(
+                    method=m, n_genes=adata.n_vars, n_latent=n_latent, n_perturbations=n_perturbations,
+                    hyperparameters={"beta": 8.0 if m == "beta_vae" else 1.0, "alpha": 100.0, "lambda": 1.0},
+                ) for m in methods]
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
-                seconds = time_method(adata, model_cfg, train_cfg, device, n_models)
+                seconds = time_method(adata, model_cfgs, train_cfg, device)
                 steady = float(np.median(seconds.iloc[1:])) if len(seconds) > 1 else float(seconds.iloc[0])
                 rows.append(
                     {

@@ -30,8 +30,8 @@ def assert_stack_matches_models(ms: list[SparseShiftVAE]) -> list[float]:
     are those of model i alone; returns the models' own losses."""
     stack = ModelStack(ms)
     gen = torch.Generator().manual_seed(0)
-    x = torch.poisson(torch.full((3, 16, 12), 20.0), generator=gen)
-    labels = torch.randint(0, 5, (3, 16), generator=gen)
+    x = torch.poisson(torch.full((len(ms), 16, 12), 20.0), generator=gen)
+    labels = torch.randint(0, 5, (len(ms), 16), generator=gen)
     torch.manual_seed(7)
     loss, parts = stack("loss", x, labels, randomness="same", kl_weight=0.5, n_obs=100)
     loss.sum().backward()
@@ -147,9 +147,71 @@ def test_fit_many_names_the_model_that_diverges():
                  [d.val_cells for d in data], TrainConfig(epochs=2, batch_size=32), seeds=[0, 1])
 
 
+WEIGHTS = {"vae": {}, "beta_vae": {"beta": 4.0}, "ivae": {}, "svae": {"lambda": 3.0}, "svae_plus": {"alpha": 5.0}}
+
+
+def every_method(**kw) -> list[SparseShiftVAE]:
+    """One model of each method, of one size, random shifts and mask logits (about half the
+    mask entries 0) so that every part of each prior matters."""
+    out = []
+    for seed, (method, weight) in enumerate(WEIGHTS.items()):
+        torch.manual_seed(seed)
+        model = SparseShiftVAE(ModelConfig(method=method, n_genes=12, n_latent=3, n_perturbations=5,
+                                           hyperparameters=weight, **kw))
+        with torch.no_grad():
+            for name in ("mu", "logits"):
+                if hasattr(model.prior, name):
+                    getattr(model.prior, name).normal_()
+        out.append(model)
+    return out
+
+
+def test_a_stack_of_every_method_gives_each_model_its_own_loss_and_gradient():
+    """Methods mixed in one stack (MixedPrior): model i's loss, penalty and gradients are
+    those of model i alone, and the parameters its method lacks get no gradient."""
+    ms = every_method()
+    losses = assert_stack_matches_models(ms)
+    assert len(set(losses)) == 5
+    stack = ModelStack(ms)
+    torch.manual_seed(0)
+    x = torch.poisson(torch.full((5, 16, 12), 20.0))
+    loss, parts = stack("loss", x, torch.randint(0, 5, (5, 16)), kl_weight=1.0, n_obs=100)
+    loss.sum().backward()
+    mu, logits = stack.params["model.prior.mu"].grad, stack.params["model.prior.logits"].grad
+    assert torch.all(mu[0:2] == 0) and torch.all(logits[0:3] == 0)  # VAE, beta-VAE; iVAE's logits
+    assert torch.all(mu[2:].flatten(1).abs().sum(1) > 0) and torch.all(logits[3:].flatten(1).abs().sum(1) > 0)
+    assert parts["penalty"][:3].tolist() == [0.0, 0.0, 0.0] and bool(torch.all(parts["penalty"][3:] != 0))
+    densities = [stack.member(i, "prior.mask_density") for i in range(5)]
+    assert all(np.isnan(densities[:3])) and densities[3:] == [m.prior.mask_density() for m in ms[3:]]
+
+
+def test_a_stack_of_every_method_trains_and_writes_back_each_model():
+    """fit_many on a mixed stack: every model trains, keeps its own prior class and gets its
+    own parameters back; the unused ones never leave the stack."""
+    d = tiny_data(0)
+    ms = []
+    for method, weight in WEIGHTS.items():
+        torch.manual_seed(0)
+        ms.append(SparseShiftVAE(ModelConfig(method=method, n_genes=12, n_latent=3, n_perturbations=8,
+                                             hyperparameters=weight)))
+    before = [float(m.elbo(*d.cells(d.val_cells))) for m in ms]
+    histories = fit_many(ms, [d.x] * 5, [d.labels] * 5, [d.train_cells] * 5, [d.val_cells] * 5,
+                         TrainConfig(epochs=4, batch_size=32, warmup_epochs=2, lr=5e-3), seeds=list(range(5)))
+    for m, b, h, prior in zip(ms, before, histories, ["StandardPrior", "BetaKLPrior", "ShiftPrior",
+                                                         "L1MaskPrior", "BetaMaskPrior"]):
+        assert type(m.prior).__name__ == prior and len(h) == 4
+        assert float(m.elbo(*d.cells(d.val_cells))) > b + 1.0
+        assert np.isnan(h["mask_density"]).all() == (prior in ("StandardPrior", "BetaKLPrior", "ShiftPrior"))
+
+
 def test_stack_refuses_models_of_different_configurations():
     with pytest.raises(ValueError, match="model 1 has another configuration"):
-        ModelStack([models(1)[0], models(1, "ivae")[0]])
+        ModelStack([models(1)[0], models(1, "ivae", n_hidden=16)[0]])
+    mixed = every_method()
+    mixed[4].binarize_targets(torch.tensor([4]))
+    mixed[3].binarize_targets(torch.tensor([4]))
+    with pytest.raises(ValueError, match="frozen target mask"):
+        ModelStack(mixed[3:])
     frozen, free = models(2)
     frozen.binarize_targets(torch.tensor([4]))
     with pytest.raises(ValueError, match="frozen target mask"):
@@ -241,6 +303,10 @@ def test_benchmark_prints_one_row_per_method_batch_and_stack():
         per_model = float(r[col["s_per_model_epoch"]])
         assert per_model > 0 and float(r[col["s_per_epoch"]]) == pytest.approx(per_model * int(r[2]), rel=1e-3)
         assert float(r[col["speedup_vs_reference"]]) == pytest.approx(1.15 / per_model, rel=1e-2)
+    mixed = subprocess.run([sys.executable, str(benchmark), "--epochs", "2", "--methods", "vae", "svae_plus",
+                            "--models", "2", "--batch-size", "2048", "--mixed"],
+                           capture_output=True, text=True, check=True).stdout
+    assert [line.split("\t")[:3] for line in mixed.strip().splitlines()[2:]] == [["mixed", "2048", "2"]]
 
 
 def test_batch_norm_models_are_not_stacked():

@@ -68,6 +68,14 @@ def test_a_combination_prior_mean_is_the_sum_of_its_members_shifts(method):
     for i, m in enumerate(models):
         torch.testing.assert_close(out[i], m.prior.shift(labels))
     assert not torch.equal(out[0], out[1])
+    # and in a stack of several methods (sparseshift.batched.MixedPrior)
+    others = [randomised(combo_config(m), 3) for m in ("ivae", "svae", "svae_plus") if m != method]
+    models = [model, *others, SparseShiftVAE(combo_config("vae")).eval()]
+    stack = ModelStack(models).train(False)
+    out = stack("prior.shift", torch.stack([labels] * 4), randomness="same")
+    for i, m in enumerate(models[:3]):
+        torch.testing.assert_close(out[i], m.prior.shift(labels))
+    assert torch.all(out[3] == 0)  # the VAE's prior is centred
 
 
 def test_each_member_draws_its_own_mask_in_training():

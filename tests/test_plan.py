@@ -132,3 +132,41 @@ def test_the_jobs_hold_every_run_once_one_model_jobs_named_by_their_run(stack_mo
         job, ms = next(iter(jobs.items()))
         assert layout.job_path("res/checkpoints", job, ms, ".pt") == f"res/checkpoints/stacked/{job}.pt"
         assert layout.job_files({"model": "model.pt"}, ms)["model"] == [layout.member(m, "model.pt") for m in ms]
+
+
+def test_stack_methods_puts_a_datasets_methods_in_one_training_stack():
+    """stack_methods: the training jobs of a dataset hold every method (at most stack_models
+    models each, every run and replicate once); methods whose training settings differ stack
+    apart, named by their methods; the transfer stays one method per job."""
+    config = filled(REPO / "tests" / "configs" / "tiny.yaml") | {"stack_models": 64, "stack_methods": True}
+    plan = Plan(config)
+    jobs = plan.jobs(transfer=False)
+    assert list(jobs) == ["simulation_tiny_p4"]
+    (members,) = jobs.values()
+    assert {m.method for m in members} == set(config["methods"])
+    assert len(members) == len(plan.members(replicates=True))
+    assert all(len({m.method for m in ms}) == 1 for ms in plan.jobs(transfer=True).values())
+    parts = Plan(config | {"stack_models": 5}).jobs(transfer=False)
+    assert len(parts) > 1 and max(map(len, parts.values())) <= 5
+    assert sum(map(len, parts.values())) == len(members)
+    config["train"] = dict(config["train"], loss_times_cells=["svae_plus"])
+    apart = Plan(config).jobs(transfer=False)
+    others = "_".join(m for m in config["methods"] if m != "svae_plus")
+    assert sorted(apart) == sorted([f"simulation_tiny_{others}_p4", "simulation_tiny_svae_plus_p4"])
+    assert {m.method for m in apart["simulation_tiny_svae_plus_p4"]} == {"svae_plus"}
+
+
+def test_the_gpu_overlay_trains_the_paper_grid_in_one_process():
+    """config/gpu.yaml over config/paper.yaml: one training job per dataset and latent dimension
+    holds all its models (Table 1's grid: 190 models, every method) and the transfers keep one
+    method per job."""
+    config = filled(REPO / "config" / "paper.yaml") | yaml.safe_load((REPO / "config" / "gpu.yaml").read_text())
+    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    plan = Plan(config)
+    jobs = plan.jobs(transfer=False)
+    grid = [m for m in plan.members(replicates=True) if (m.arm, m.dataset) == ("simulation", "paper")]
+    assert len(jobs["simulation_paper_p15"]) == len(grid) == 190
+    assert {m.method for m in grid} == set(config["methods"])
+    assert len(jobs) == len({(m.arm, m.dataset) for m in plan.members(replicates=True)})
+    assert all(len({m.method for m in ms}) == 1 for ms in plan.jobs(transfer=True).values())
+    assert config["device"] == "cuda"

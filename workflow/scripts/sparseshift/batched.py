@@ -10,6 +10,10 @@ fused Adam step over the stacked tensors, which is the same update as N separate
 Adam optimisers (Adam acts element-wise). The model class is not duplicated; each
 model keeps its own data, minibatch order and random draws.
 
+Models of different methods (sizes and settings equal otherwise) stack too: each then trains
+with a :class:`MixedPrior`, every method's prior written with per-model buffers (the stack key
+``stack_methods``: a dataset's methods in one job, e.g. the whole grid in one process on a GPU).
+
 A :class:`ModelStack` with an optimiser (:meth:`ModelStack.optimise`) is a
 :class:`sparseshift.trainee.Trainee`: :func:`fit_many` trains it with the training loop of
 :func:`sparseshift.train.fit`, :func:`sparseshift.train.train_models` (resumable, early
@@ -26,9 +30,11 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.distributions import Beta
 from torch.func import functional_call, stack_module_state, vmap
 
 from .model import PER_MODEL, SparseShiftVAE
+from .priors import BetaMaskPrior, L1MaskPrior, Prior, ShiftPrior, SparseShiftPrior, straight_through_gumbel_sigmoid
 from .train import TrainConfig, train_models
 from .trainee import TrainingData, adam
 
@@ -36,6 +42,70 @@ from .trainee import TrainingData, adam
 # (vmap cannot branch on a batched tensor, nor a CUDA graph on a device value): kept out of
 # the batched buffers, the stack's copy of the first model holds it.
 _SHARED_BUFFERS = ("prior.mask_frozen",)
+
+
+class MixedPrior(Prior):
+    """The prior of any method, its differences held as per-model buffers, so that models of
+    several methods train as one stack (:class:`ModelStack`): the prior mean is
+    ``shifted * mu_a * (masked * m_a + 1 - masked)`` and the global term
+    ``lam * mean(q) + spike * (-kl_weight * sum log Beta(q; 1, alpha) / n_obs)``, with
+    shifted, masked, lam, spike and alpha from the model's own prior (0, 0, 0, 0 and 1 where
+    the method has no such part) and its ``kl_scale``. For each method these are its own
+    prior's numbers, bit for bit (tests/test_batched.py); a parameter the method lacks (VAE's
+    mu, iVAE's mask logits) gets a zero gradient, so Adam leaves it as it is, and is not
+    written back. Training only: a prior whose mask is frozen (the transfer) is refused.
+    """
+
+    def __init__(self, prior: Prior):
+        members = (prior.members, prior.member_valid) if prior.combined else None
+        super().__init__(prior.n_perturbations, prior.n_latent, members, temperature=prior.temperature)
+        if getattr(prior, "frozen", False):
+            raise ValueError("MixedPrior: a prior with a frozen target mask (the transfer) trains in a stack of its own method")
+        self.kl_scale.copy_(prior.kl_scale)
+        zeros = torch.zeros(prior.n_perturbations, prior.n_latent)
+        shifted, masked = isinstance(prior, ShiftPrior), isinstance(prior, SparseShiftPrior)
+        self.mu = nn.Parameter(prior.mu.detach().clone() if shifted else zeros.clone())
+        self.logits = nn.Parameter(prior.logits.detach().clone() if masked else zeros.clone())
+        flags = {"shifted": float(shifted), "masked": float(masked),
+                 "lam": float(prior.lam) if isinstance(prior, L1MaskPrior) else 0.0,
+                 "spike": float(isinstance(prior, BetaMaskPrior)),
+                 "alpha": float(prior.alpha) if isinstance(prior, BetaMaskPrior) else 1.0}
+        for name, value in flags.items():
+            self.register_buffer(name, torch.tensor(value), persistent=False)
+
+    def mask(self, labels: torch.Tensor) -> torch.Tensor:
+        logits = self.logits[labels]
+        if self.training:
+            return straight_through_gumbel_sigmoid(logits, self.temperature)
+        return (logits > 0).to(logits.dtype)
+
+    def shift(self, labels: torch.Tensor) -> torch.Tensor:
+        def rows_shift(rows):
+            return self.shifted * self.mu[rows] * (self.masked * self.mask(rows) + (1 - self.masked))
+
+        return self.summed(labels, rows_shift) if self.combined else rows_shift(labels)
+
+    def penalty(self, n_obs: int, kl_weight: float) -> torch.Tensor:
+        q = torch.sigmoid(self.logits)
+        beta = Beta(torch.ones_like(self.alpha), self.alpha, validate_args=False)
+        spike = -kl_weight * beta.log_prob(q.clamp(1e-6, 1 - 1e-6)).sum() / n_obs
+        return self.lam * q.mean() + self.spike * spike
+
+    def mask_density(self) -> float:
+        return float((self.logits.detach() > 0).float().mean()) if bool(self.masked) else float("nan")
+
+
+def stackable(models: list[SparseShiftVAE]) -> list[SparseShiftVAE]:
+    """``models`` themselves when they share their method, else copies of them with a
+    :class:`MixedPrior` each (the same parameters under the same names)."""
+    if len({m.cfg.method for m in models}) == 1:
+        return models
+    out = []
+    for model in models:
+        mixed = copy.deepcopy(model)
+        mixed.prior = MixedPrior(model.prior)
+        out.append(mixed)
+    return out
 
 
 class _Call(nn.Module):
@@ -60,11 +130,14 @@ class ModelStack:
         if not models:
             raise ValueError("ModelStack needs at least one model")
         first = models[0].cfg.stack_key()
+        first.pop("method")
         for i, model in enumerate(models[1:], start=1):
-            if model.cfg.stack_key() != first:
+            key = model.cfg.stack_key()
+            key.pop("method")
+            if key != first:
                 raise ValueError(
                     f"ModelStack: model {i} has another configuration than model 0 (only models "
-                    f"of one ModelConfig, up to the swept {', '.join(PER_MODEL)}, can be stacked)"
+                    f"of one ModelConfig, up to the method and the swept {', '.join(PER_MODEL)}, can be stacked)"
                 )
         if len({getattr(m.prior, "frozen", False) for m in models}) > 1:
             raise ValueError("ModelStack: some models have a frozen target mask and others not")
@@ -72,6 +145,7 @@ class ModelStack:
             # vmap evaluates functional copies: BatchNorm's running statistics would never be
             # updated, and the trained models would normalise with their initial 0 / 1.
             raise ValueError("ModelStack: models with batch_norm cannot be stacked; train them one by one")
+        models = stackable(models)
         self._call = _Call(copy.deepcopy(models[0]))
         params, buffers = stack_module_state(models)
         self.params = {f"model.{k}": v for k, v in params.items()}
@@ -176,8 +250,8 @@ def fit_many(
 ) -> list[pd.DataFrame]:
     """Train ``models`` together, each on its own ``xs[i][train_idx[i]]``; return their histories.
 
-    The models must share one :class:`ModelConfig` up to the swept weights (``PER_MODEL``)
-    and their datasets one shape (same number of cells, of training and of validation cells);
+    The models must share one :class:`ModelConfig` up to the method and the swept weights
+    (``PER_MODEL``; several methods train with a :class:`MixedPrior`) and their datasets one shape (same number of cells, of training and of validation cells);
     models on the same data may pass the same tensor, which is then held once. ``seeds[i]``
     (default ``cfg.seed + i``) orders model i's minibatches; the random draws of the models
     come from the global generator, seeded with ``cfg.seed``. Same seeds, same numbers.

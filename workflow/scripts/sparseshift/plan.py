@@ -14,6 +14,7 @@ Free of torch, so that parsing the workflow stays quick.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -55,8 +56,9 @@ def prepare(config: dict) -> None:
     if "stack_seeds" in config:
         raise ConfigError("stack_seeds", "replaced by stack_models (1: one model per job; N: the seeds, "
                           "settings and replicates of a method trained in stacks of up to N models)")
-    if config.get("verbose") in ("true", "false", "True", "False"):
-        config["verbose"] = config["verbose"].lower() == "true"
+    for key in ("verbose", "stack_methods"):
+        if config.get(key) in ("true", "false", "True", "False"):
+            config[key] = config[key].lower() == "true"
     if isinstance(config.get("stack_models"), str) and config["stack_models"].isdigit():
         config["stack_models"] = int(config["stack_models"])
     if isinstance(config.get("seeds"), list):
@@ -251,19 +253,27 @@ class Plan:
         """The stacked jobs (config key stack_models): job id -> its models, each the wildcards
         of one run or replicate. A job holds the seeds, settings and replicates of one method on
         one dataset and latent dimension (for the transfer, the runs only), at most
-        stack_models of them."""
+        stack_models of them; with ``stack_methods``, a training job those of every method
+        whose training settings are the same (``<arm>_<dataset>_p<latents>``, or
+        ``<arm>_<dataset>_<methods>_p<latents>`` where the methods' settings differ)."""
         groups: dict[tuple, list] = {}
+        mixed = self.config["stack_methods"] and not transfer
         for member in self.members(replicates=not transfer):
             if transfer and not self.transfers(member.arm, member.dataset):
                 continue
             n_latent = self.runs[(member.arm, member.dataset, member.method, member.hp)]["n_latent"]
-            groups.setdefault((member.arm, member.dataset, member.method, n_latent), []).append(member)
+            # the training settings but the seed (those of one method differ by the seed alone)
+            how = json.dumps({**self.train_settings(member), "seed": None}, sort_keys=True) if mixed else member.method
+            groups.setdefault((member.arm, member.dataset, n_latent, how), []).append(member)
         jobs = {}
-        for (arm, dataset, method, n_latent), group in groups.items():
+        for (arm, dataset, n_latent, how), group in groups.items():
+            named = list(dict.fromkeys(m.method for m in group))
+            if mixed and sum(key[:3] == (arm, dataset, n_latent) for key in groups) == 1:
+                named = []
             parts = chunks(group, self.config["stack_models"])
             for k, part in enumerate(parts):
                 part_id = f"_part{k + 1}" if len(parts) > 1 else ""
-                jobs[f"{arm}_{dataset}_{method}_p{n_latent}{part_id}"] = part
+                jobs["_".join([arm, dataset, *named, f"p{n_latent}{part_id}"])] = part
         return jobs
 
     # ------------------------------------------------------------------ settings of the jobs
