@@ -81,9 +81,11 @@ def stacked_jobs(jobs: dict) -> dict:
     "args, targets, n_sim, n_datasets, n_replogle, n_transferred, n_jobs",
     [
         # default: 6 runs (sVAE at 2 lambdas) x 2 seeds on one simulation setting and 1 more
-        # for each competing sVAE setting; stacks of up to 16: one job per method (sVAE: 8
-        # models), and one transfer job per method
+        # for each competing sVAE setting; stack_methods, stacks of up to 8: the 16 models of
+        # every method in 2 training jobs, and one transfer job per method
         ((), (), 6 * 2, 2, 0, 12,
+         {"train_simulation": 2, "transfer_simulation": 5, "train_replogle": 0, "transfer_replogle": 0}),
+        (("--config", "stack_methods=false", "stack_models=16"), (), 6 * 2, 2, 0, 12,  # one method per stack
          {"train_simulation": 5, "transfer_simulation": 5, "train_replogle": 0, "transfer_replogle": 0}),
         # one model per job: one job per run and one per replicate
         (("--config", "stack_models=1"), (), 6 * 2, 2, 0, 12,
@@ -323,14 +325,16 @@ def test_stacked_jobs_train_the_seeds_settings_and_replicates_of_a_method(tmp_pa
     """stack_models: the seeds, settings and replicates of a method train in stacked jobs of
     at most stack_models models, the runs' transfers likewise; the later steps read their
     outputs as those of one-model jobs."""
-    jobs = planned_jobs(tmp_path, "--config", "stack_models=16")
-    # default config: one job per method (sVAE: 2 lambdas x 2 seeds x 2 replicates = 8 models)
+    jobs = planned_jobs(tmp_path, "--config", "stack_models=16", "stack_methods=false")
+    # default config, a stack per method: one job per method (sVAE: 2 lambdas x 2 seeds x 2
+    # replicates = 8 models)
     assert stacked_jobs(jobs) == {"train_simulation": 5, "transfer_simulation": 5, "train_replogle": 0,
                                   "transfer_replogle": 0}
     assert not any(one_model_jobs(jobs).values()) and jobs["evaluate"] == 12
     # sVAE+ at 2 alphas x 2 seeds x 3 replicates = 12 models in stacks of 4: 3 training jobs,
     # and its 4 runs' transfer in 1
-    config = ("--configfile", str(TINY), "--config", "stack_models=4", "seeds=[0,1]", "methods=[svae_plus]")
+    config = ("--configfile", str(TINY), "--config", "stack_models=4", "stack_methods=false", "seeds=[0,1]",
+              "methods=[svae_plus]")
     assert stacked_jobs(planned_jobs(tmp_path, *config))["train_simulation"] == 3
     runs = [f"results/simulation/tiny/seed{s}/svae_plus/p4_alpha{a}" for s in (0, 1) for a in (10, 30)]
     snakemake(*[run + "/metrics.json" for run in runs], "--cores", "2", "--directory", str(tmp_path), *config)
