@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from snakemake.utils import validate
+from snakemake.utils import update_config, validate
 from sparseshift.methods import METHODS, REGISTRY
 from sparseshift.model import ModelConfig
 from sparseshift.plan import ConfigError, Plan
@@ -160,7 +160,8 @@ def test_the_gpu_overlay_trains_the_paper_grid_in_one_process():
     """config/gpu.yaml over config/paper.yaml: one training job per dataset and latent dimension
     holds all its models (Table 1's grid: 190 models, every method) and the transfers keep one
     method per job."""
-    config = filled(REPO / "config" / "paper.yaml") | yaml.safe_load((REPO / "config" / "gpu.yaml").read_text())
+    config = filled(REPO / "config" / "paper.yaml")
+    update_config(config, yaml.safe_load((REPO / "config" / "gpu.yaml").read_text()))  # as --configfile merges
     validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
     plan = Plan(config)
     jobs = plan.jobs(transfer=False)
@@ -169,4 +170,5 @@ def test_the_gpu_overlay_trains_the_paper_grid_in_one_process():
     assert {m.method for m in grid} == set(config["methods"])
     assert len(jobs) == len({(m.arm, m.dataset) for m in plan.members(replicates=True)})
     assert all(len({m.method for m in ms}) == 1 for ms in plan.jobs(transfer=True).values())
-    assert config["device"] == "cuda"
+    assert config["device"] == "cuda" and config["transfer"]["iwelbo_memory_mb"] == 2048
+    assert config["transfer"]["particles"] == 5000  # the rest of the section is the paper's
