@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from sparseshift.batched import ModelStack
+from sparseshift.methods import METHODS
 from sparseshift.model import ModelConfig, SparseShiftVAE
 from sparseshift.step import CapturedStep, make_capturable
 from sparseshift.train import TrainConfig, train_models
@@ -36,15 +37,17 @@ def dataset(device: str):
     return x.to(device), labels.to(device), np.arange(N_VAL, N_CELLS), np.arange(N_VAL)
 
 
-def train(method: str, n_models: int, step: CapturedStep | None, device: str = "cpu", epochs: int = 3,
+def train(method: str | list[str], n_models: int, step: CapturedStep | None, device: str = "cpu", epochs: int = 3,
           patience: int | None = None, batch_size: int = BATCH, lr: float = 5e-3, **model_kw):
-    """``n_models`` models (one: OneModel; more: a ModelStack) trained by train_models with
-    ``step`` (None: its eager loop); returns the histories (less the seconds) and weights."""
+    """``n_models`` models (one: OneModel; more: a ModelStack; ``method`` a list: model i of
+    method i, a stack of several methods) trained by train_models with ``step`` (None: its
+    eager loop); returns the histories (less the seconds) and weights."""
     x, labels, train_idx, val_idx = dataset(device)
+    methods = method if isinstance(method, list) else [method] * n_models
     models = []
     for seed in range(n_models):
         torch.manual_seed(seed)
-        models.append(SparseShiftVAE(config(method, **model_kw)).to(device))
+        models.append(SparseShiftVAE(config(methods[seed], **model_kw)).to(device))
     if n_models == 1:
         def build(ms):
             return OneModel(ms[0], lr, [p for p in ms[0].parameters() if p.requires_grad])
@@ -85,6 +88,7 @@ def assert_same_training(a, b, exact: bool = True):
     ("svae_plus", 1, {}),
     ("ivae", 1, {"batch_norm": True, "dropout": 0.1}),
     ("svae", 3, {}),
+    (list(METHODS), 5, {}),  # every method in one stack (stack_methods)
 ])
 def test_the_uncaptured_step_trains_exactly_as_the_eager_loop(method, n_models, model_kw):
     """Static buffers, a tensor KL weight, gradients zeroed in place and the partial last
@@ -98,7 +102,7 @@ def test_the_uncaptured_step_trains_exactly_as_the_eager_loop(method, n_models, 
     assert step.captures == 0 and step.x.shape[:2] == (n_models, BATCH)
     # and the training did something: the weights moved from their initial values
     torch.manual_seed(0)
-    initial = SparseShiftVAE(config(method, **model_kw)).state_dict()
+    initial = SparseShiftVAE(config(method if isinstance(method, str) else method[0], **model_kw)).state_dict()
     assert not torch.equal(initial["encoder.0.weight"], stepped[1][0]["encoder.0.weight"])
 
 
@@ -181,6 +185,7 @@ def test_capture_needs_cuda_and_flags_adam_capturable():
     ("svae_plus", 1, {}),
     ("ivae", 1, {"batch_norm": True, "dropout": 0.1}),
     ("vae", 3, {}),
+    (list(METHODS), 5, {}),  # every method in one stack (stack_methods)
 ])
 def test_the_captured_step_trains_as_the_eager_step(method, n_models, model_kw):
     """Replaying the graph gives the eager step's losses and weights (up to float rounding):

@@ -103,7 +103,7 @@ def stackable(models: list[SparseShiftVAE]) -> list[SparseShiftVAE]:
     out = []
     for model in models:
         mixed = copy.deepcopy(model)
-        mixed.prior = MixedPrior(model.prior)
+        mixed.prior = MixedPrior(model.prior).to(model.log_theta.device)  # built on the CPU
         out.append(mixed)
     return out
 
