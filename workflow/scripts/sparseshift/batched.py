@@ -30,11 +30,10 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.distributions import Beta
 from torch.func import functional_call, stack_module_state, vmap
 
 from .model import PER_MODEL, SparseShiftVAE
-from .priors import BetaMaskPrior, L1MaskPrior, Prior, ShiftPrior, SparseShiftPrior, straight_through_gumbel_sigmoid
+from .priors import BetaMaskPrior, L1MaskPrior, Prior, ShiftPrior, SparseShiftPrior
 from .train import TrainConfig, train_models
 from .trainee import TrainingData, adam
 
@@ -73,11 +72,9 @@ class MixedPrior(Prior):
         for name, value in flags.items():
             self.register_buffer(name, torch.tensor(value), persistent=False)
 
-    def mask(self, labels: torch.Tensor) -> torch.Tensor:
-        logits = self.logits[labels]
-        if self.training:
-            return straight_through_gumbel_sigmoid(logits, self.temperature)
-        return (logits > 0).to(logits.dtype)
+    # the masked methods' own mask draw and sparsity terms, on this prior's buffers (never frozen)
+    frozen = learning = False
+    mask = SparseShiftPrior.mask
 
     def shift(self, labels: torch.Tensor) -> torch.Tensor:
         def rows_shift(rows):
@@ -87,9 +84,8 @@ class MixedPrior(Prior):
 
     def penalty(self, n_obs: int, kl_weight: float) -> torch.Tensor:
         q = torch.sigmoid(self.logits)
-        beta = Beta(torch.ones_like(self.alpha), self.alpha, validate_args=False)
-        spike = -kl_weight * beta.log_prob(q.clamp(1e-6, 1 - 1e-6)).sum() / n_obs
-        return self.lam * q.mean() + self.spike * spike
+        return (L1MaskPrior.sparsity(self, q, n_obs, kl_weight)
+                + self.spike * BetaMaskPrior.sparsity(self, q, n_obs, kl_weight))
 
     def mask_density(self) -> float:
         return float((self.logits.detach() > 0).float().mean()) if bool(self.masked) else float("nan")
@@ -129,12 +125,11 @@ class ModelStack:
     def __init__(self, models: list[SparseShiftVAE]):
         if not models:
             raise ValueError("ModelStack needs at least one model")
-        first = models[0].cfg.stack_key()
-        first.pop("method")
+        def key(model):  # the stack key, up to the method (MixedPrior)
+            return {**model.cfg.stack_key(), "method": None}
+
         for i, model in enumerate(models[1:], start=1):
-            key = model.cfg.stack_key()
-            key.pop("method")
-            if key != first:
+            if key(model) != key(models[0]):
                 raise ValueError(
                     f"ModelStack: model {i} has another configuration than model 0 (only models "
                     f"of one ModelConfig, up to the method and the swept {', '.join(PER_MODEL)}, can be stacked)"
