@@ -12,7 +12,8 @@
 #      --models 1 --cuda-graph off (the eager step);
 #   3. benchmarks/iwelbo.py --device cuda --particles 1000 5000;
 #   4. with the time left, the paper grid with config/gpu.yaml (each dataset's models in one
-#      stack and process; snakemake, 16 cores, results in /tmp/paper_gpu), under timeout and
+#      stack and process, the GPU jobs one at a time: --resources gpu=1; snakemake, 16 cores,
+#      results in /tmp/paper_gpu), under timeout and
 #      /usr/bin/time -v.
 # Every stage's output is tee'd to "$OUT/<stage>.log" (OUT: set by the device machine, else
 # ./gpu_out); "$OUT/summary.tsv" holds each stage's exit status and seconds (124: its time
@@ -100,7 +101,7 @@ stage iwelbo 90 $PY benchmarks/iwelbo.py --device $DEVICE --particles "${PARTICL
 TIME=(/usr/bin/time -v)
 [ -x /usr/bin/time ] || TIME=()
 GRID_CAP=$(( $(left) - 10 ))
-stage grid "$GRID_CAP" "${TIME[@]}" $PY -m snakemake --cores 16 --keep-going --configfile config/paper.yaml config/gpu.yaml \
+stage grid "$GRID_CAP" "${TIME[@]}" $PY -m snakemake --cores 16 --resources gpu=1 --keep-going --configfile config/paper.yaml config/gpu.yaml \
     --config results=/tmp/paper_gpu device=$DEVICE "enrichment={'methods': []}" "${GRID[@]}" -- simulation
 if [ -d /tmp/paper_gpu ]; then  # what the grid finished, for the record (at most 8 files come back)
     echo "== files of the grid's job benchmarks:" >> "$OUT/grid.log"

@@ -172,3 +172,6 @@ def test_the_gpu_overlay_trains_the_paper_grid_in_one_process():
     assert all(len({m.method for m in ms}) == 1 for ms in plan.jobs(transfer=True).values())
     assert config["device"] == "cuda" and config["transfer"]["iwelbo_memory_mb"] == 2048
     assert config["transfer"]["particles"] == 5000  # the rest of the section is the paper's
+    # the GPU jobs hold the gpu resource (--resources gpu=1 runs them one at a time), the others not
+    assert config["resources"]["train"]["gpu"] == config["resources"]["transfer"]["gpu"] == 1
+    assert config["resources"]["enrichment"]["gpu"] == 0
