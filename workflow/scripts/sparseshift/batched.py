@@ -128,8 +128,9 @@ class ModelStack:
         def key(model):  # the stack key, up to the method (MixedPrior)
             return {**model.cfg.stack_key(), "method": None}
 
+        first = key(models[0])
         for i, model in enumerate(models[1:], start=1):
-            if key(model) != key(models[0]):
+            if key(model) != first:
                 raise ValueError(
                     f"ModelStack: model {i} has another configuration than model 0 (only models "
                     f"of one ModelConfig, up to the method and the swept {', '.join(PER_MODEL)}, can be stacked)"
