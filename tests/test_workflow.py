@@ -80,16 +80,17 @@ def stacked_jobs(jobs: dict) -> dict:
 @pytest.mark.parametrize(
     "args, targets, n_sim, n_datasets, n_replogle, n_transferred, n_jobs",
     [
-        # default: 6 runs (sVAE at 2 lambdas) x 2 seeds on one simulation setting and 1 more
-        # for each competing sVAE setting; stack_methods, stacks of up to 8: the 16 models of
-        # every method in 2 training jobs, and one transfer job per method
-        ((), (), 6 * 2, 2, 0, 12,
+        # default: 5 runs (one setting per method) x 2 seeds on one simulation setting, no
+        # replicates; stack_methods, stacks of up to 8: the 10 models of every method in 2
+        # training jobs of 5, and one transfer job per method
+        ((), (), 5 * 2, 2, 0, 10,
          {"train_simulation": 2, "transfer_simulation": 5, "train_replogle": 0, "transfer_replogle": 0}),
-        (("--config", "stack_methods=false", "stack_models=16"), (), 6 * 2, 2, 0, 12,  # one method per stack
+        (("--config", "stack_methods=false", "stack_models=16"), (), 5 * 2, 2, 0, 10,  # one method per stack
          {"train_simulation": 5, "transfer_simulation": 5, "train_replogle": 0, "transfer_replogle": 0}),
-        # one model per job: one job per run and one per replicate
-        (("--config", "stack_models=1"), (), 6 * 2, 2, 0, 12,
-         {"train": 12, "train_replicate": 2 * 2 * 1, "transfer": 12}),
+        # one model per job: one job per run and one per replicate (sVAE at 2 lambdas: 6 runs
+        # per seed and 1 more model for each competing sVAE setting)
+        (("--config", "stack_models=1", "hyperparameters={'beta': [8], 'lambda': [1, 10], 'alpha': [40]}"), (),
+         6 * 2, 2, 0, 12, {"train": 12, "train_replicate": 2 * 2 * 1, "transfer": 12}),
         # paper (stack_models: 16): per seed, 17 runs (on the p = 15 setting VAE, iVAE, beta-VAE
         # at 3 betas, sVAE at 3 lambdas, sVAE+ at 6 alphas; sVAE+ at p = 5, 10, 20) on 4
         # settings, and 2 replicates of each of the 12 competing settings. Stacks of at most 16
