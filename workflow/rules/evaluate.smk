@@ -17,6 +17,9 @@ for _arm in ARMS:
                 LAYOUT.job_path(f"{LOG_DIR}/transfer", _job, _members, ".log"),
             benchmark:
                 LAYOUT.job_path(f"{LOG_DIR}/transfer", _job, _members, ".benchmark.tsv")
+            # transfers and evaluations first: the tables wait for them; the enrichments
+            # and figures of single runs fill the cores beside them
+            priority: 1
             conda:
                 MODEL_ENV
             threads: job_threads("transfer")
@@ -46,6 +49,7 @@ rule evaluate:
         f"{RUN_DIR}/metrics.json",
     log:
         f"{LOG_DIR}/evaluate/{RUN}.log",
+    priority: 1
     conda:
         "../../envs/model.yaml"
     params:
