@@ -76,6 +76,40 @@ def test_a_config_error_names_its_key(change, key):
     assert err.value.key == key
 
 
+def layered(*paths) -> dict:
+    """Config files as the Snakefile reads them: each updates the previous, then the schema's
+    defaults are filled in."""
+    config: dict = {}
+    for path in paths:
+        update_config(config, yaml.safe_load(Path(path).read_text()))
+    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    return config
+
+
+def job_settings(config: dict) -> dict:
+    plan = Plan(config)
+    settings = {}
+    for transfer in (False, True):
+        for job, members in plan.jobs(transfer=transfer).items():
+            for m in members:
+                key = (transfer, job, m.dataset, m.method, m.seed, m.hp, getattr(m, "replicate", 0))
+                settings[key] = (plan.model_settings(m), plan.train_settings(m),
+                                 plan.transfer_settings(m) if transfer else None)
+    return settings
+
+
+@pytest.mark.parametrize("name", ["paper.yaml", "generalisation.yaml", "regret.yaml"])
+def test_the_default_demonstrations_cuts_do_not_reach_the_full_configurations(name):
+    """config/config.yaml narrows the MLPs and shortens the transfer for its short demonstration;
+    a full configuration given after it (Snakemake reads config/config.yaml first) trains and
+    transfers exactly as when read alone, so its recorded runs stay valid."""
+    full = REPO / "config" / name
+    alone, after_default = job_settings(filled(full)), job_settings(layered(REPO / "config" / "config.yaml", full))
+    assert alone and alone == after_default
+    # the demonstration does differ from the schema's defaults, so the check has something to catch
+    assert filled(REPO / "config" / "config.yaml")["model"]["n_hidden"] != filled(full)["model"]["n_hidden"]
+
+
 def test_each_weight_has_one_default_the_registry_and_the_schema_agree():
     """The registry's default of every swept weight is the schema's default value of its key,
     so a model built without the key and a configuration without it use the same weight."""
