@@ -104,7 +104,8 @@ def test_the_default_demonstrations_cuts_do_not_reach_the_full_configurations(na
     a full configuration given after it (Snakemake reads config/config.yaml first) trains and
     transfers exactly as when read alone, so its recorded runs stay valid."""
     full = REPO / "config" / name
-    alone, after_default = job_settings(filled(full)), job_settings(layered(REPO / "config" / "config.yaml", full))
+    alone = job_settings(filled(full))
+    after_default = job_settings(layered(REPO / "config" / "config.yaml", full))
     assert alone and alone == after_default
     # the demonstration does differ from the schema's defaults, so the check has something to catch
     assert filled(REPO / "config" / "config.yaml")["model"]["n_hidden"] != filled(full)["model"]["n_hidden"]

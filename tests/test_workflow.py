@@ -58,6 +58,8 @@ def planned_jobs(workdir, *args, targets=()) -> dict[str, int]:
 
 
 PAPER = str(REPO / "config" / "paper.yaml")
+# the default's settings with sVAE at 2 lambdas: its selection trains replicates
+TWO_LAMBDAS = "hyperparameters={'beta': [8], 'lambda': [1, 10], 'alpha': [40]}"
 
 
 def one_model_jobs(jobs: dict) -> dict:
@@ -89,8 +91,8 @@ def stacked_jobs(jobs: dict) -> dict:
          {"train_simulation": 5, "transfer_simulation": 5, "train_replogle": 0, "transfer_replogle": 0}),
         # one model per job: one job per run and one per replicate (sVAE at 2 lambdas: 6 runs
         # per seed and 1 more model for each competing sVAE setting)
-        (("--config", "stack_models=1", "hyperparameters={'beta': [8], 'lambda': [1, 10], 'alpha': [40]}"), (),
-         6 * 2, 2, 0, 12, {"train": 12, "train_replicate": 2 * 2 * 1, "transfer": 12}),
+        (("--config", "stack_models=1", TWO_LAMBDAS), (), 6 * 2, 2, 0, 12,
+         {"train": 12, "train_replicate": 2 * 2 * 1, "transfer": 12}),
         # paper (stack_models: 16): per seed, 17 runs (on the p = 15 setting VAE, iVAE, beta-VAE
         # at 3 betas, sVAE at 3 lambdas, sVAE+ at 6 alphas; sVAE+ at p = 5, 10, 20) on 4
         # settings, and 2 replicates of each of the 12 competing settings. Stacks of at most 16
@@ -327,11 +329,10 @@ def test_stacked_jobs_train_the_seeds_settings_and_replicates_of_a_method(tmp_pa
     at most stack_models models, the runs' transfers likewise; the later steps read their
     outputs as those of one-model jobs."""
     jobs = planned_jobs(tmp_path, "--config", "stack_models=16", "stack_methods=false")
-    # default config, a stack per method: one job per method (sVAE: 2 lambdas x 2 seeds x 2
-    # replicates = 8 models)
+    # default config, a stack per method: one job per method (each: one setting x 2 seeds)
     assert stacked_jobs(jobs) == {"train_simulation": 5, "transfer_simulation": 5, "train_replogle": 0,
                                   "transfer_replogle": 0}
-    assert not any(one_model_jobs(jobs).values()) and jobs["evaluate"] == 12
+    assert not any(one_model_jobs(jobs).values()) and jobs["evaluate"] == 10
     # sVAE+ at 2 alphas x 2 seeds x 3 replicates = 12 models in stacks of 4: 3 training jobs,
     # and its 4 runs' transfer in 1
     config = ("--configfile", str(TINY), "--config", "stack_models=4", "stack_methods=false", "seeds=[0,1]",
@@ -438,7 +439,8 @@ def test_slurm_profile_dry_run_gives_training_a_gpu(tmp_path):
                 resources.setdefault(rule.group(1), []).append(found.group(1))
         return resources
 
-    resources = planned("--config", "stack_models=1")  # one model per job, its rule named by the workflow
+    # one model per job, its rule named by the workflow; sVAE at 2 lambdas, so that replicates train too
+    resources = planned("--config", "stack_models=1", TWO_LAMBDAS)
     assert one_model_jobs({rule: len(found) for rule, found in resources.items()}) == {
         "train": 12, "train_replicate": 4, "transfer": 12}  # replicates: 2 settings x 2 seeds x 1 (UDR over 2 models)
     lines = [line for rule, found in resources.items() if rule.startswith(("train_", "transfer_")) for line in found]
