@@ -21,9 +21,12 @@ CONFIGS = [REPO / "config" / "config.yaml", REPO / "config" / "paper.yaml", REPO
            REPO / "tests" / "configs" / "tiny.yaml"]
 
 
-def filled(path) -> dict:
-    """A config file as the Snakefile sees it: the schema's defaults filled in."""
-    config = yaml.safe_load(Path(path).read_text())
+def filled(*paths) -> dict:
+    """Config files as the Snakefile reads them: each updates the previous, then the schema's
+    defaults are filled in."""
+    config: dict = {}
+    for path in paths:
+        update_config(config, yaml.safe_load(Path(path).read_text()))
     validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
     return config
 
@@ -76,16 +79,6 @@ def test_a_config_error_names_its_key(change, key):
     assert err.value.key == key
 
 
-def layered(*paths) -> dict:
-    """Config files as the Snakefile reads them: each updates the previous, then the schema's
-    defaults are filled in."""
-    config: dict = {}
-    for path in paths:
-        update_config(config, yaml.safe_load(Path(path).read_text()))
-    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
-    return config
-
-
 def job_settings(config: dict) -> dict:
     plan = Plan(config)
     settings = {}
@@ -105,7 +98,7 @@ def test_the_default_demonstrations_cuts_do_not_reach_the_full_configurations(na
     transfers exactly as when read alone, so its recorded runs stay valid."""
     full = REPO / "config" / name
     alone = job_settings(filled(full))
-    after_default = job_settings(layered(REPO / "config" / "config.yaml", full))
+    after_default = job_settings(filled(REPO / "config" / "config.yaml", full))
     assert alone and alone == after_default
     # the demonstration does differ from the schema's defaults, so the check has something to catch
     assert filled(REPO / "config" / "config.yaml")["model"]["n_hidden"] != filled(full)["model"]["n_hidden"]
@@ -195,9 +188,7 @@ def test_the_gpu_overlay_trains_the_paper_grid_in_one_process():
     """config/gpu.yaml over config/paper.yaml: one training job per dataset and latent dimension
     holds all its models (Table 1's grid: 190 models, every method) and the transfers keep one
     method per job."""
-    config = filled(REPO / "config" / "paper.yaml")
-    update_config(config, yaml.safe_load((REPO / "config" / "gpu.yaml").read_text()))  # as --configfile merges
-    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    config = filled(REPO / "config" / "paper.yaml", REPO / "config" / "gpu.yaml")  # as --configfile merges
     plan = Plan(config)
     jobs = plan.jobs(transfer=False)
     grid = [m for m in plan.members(replicates=True) if (m.arm, m.dataset) == ("simulation", "paper")]
