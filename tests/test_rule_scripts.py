@@ -74,6 +74,16 @@ def test_setup_rule_refuses_a_package_of_another_workflow(tmp_path):
         io.setup_rule(job)
 
 
+def test_a_jobs_entries_become_one_item_per_run_whether_stacked_or_one_model():
+    """A stacked rule's entries are lists already; a one-model rule's path or settings is one
+    run's (a path must not become a list of its characters, settings a list of their keys)."""
+    stacked, runs = io.job_runs(SimpleNamespace(params=SimpleNamespace(train=[{"epochs": 1}, {"epochs": 2}])))
+    assert stacked and runs(("seed0/data.h5ad", "seed1/data.h5ad")) == ["seed0/data.h5ad", "seed1/data.h5ad"]
+    stacked, runs = io.job_runs(SimpleNamespace(params=SimpleNamespace(train={"epochs": 1})))
+    assert not stacked
+    assert runs("seed0/data.h5ad") == ["seed0/data.h5ad"] and runs({"epochs": 1}) == [{"epochs": 1}]
+
+
 @pytest.mark.parametrize("verbose", [False, True])
 def test_setup_rule_gives_the_console_every_line_only_with_config_verbose(tmp_path, verbose):
     job = SimpleNamespace(scriptdir=str(REPO / "workflow" / "rules" / ".." / "scripts"), log=[str(tmp_path / "job.log")],

@@ -15,14 +15,7 @@ from sparseshift.jobs import transfer_from_files  # noqa: E402
 
 io.setup_rule(snakemake)
 torch.set_num_threads(snakemake.threads)
-stacked = isinstance(snakemake.params.train, list)  # a stacked rule's params: one entry per run
-
-
-def runs(value) -> list:
-    """An input, output or params entry as a list with one item per run."""
-    return list(value) if stacked else [value]
-
-
+stacked, runs = io.job_runs(snakemake)
 transfer_from_files(
     {key: runs(paths) for key, paths in snakemake.input.items()},
     runs(snakemake.params.train),

@@ -149,6 +149,19 @@ def setup_rule(snakemake) -> None:
     configure_logging(snakemake.log[0] if snakemake.log else None, bool(snakemake.config.get("verbose", False)))
 
 
+def job_runs(snakemake):
+    """Whether a training or transfer job is a stack, and the function that turns one of its
+    input, output or params entries into a list with one item per run: a stacked rule's
+    entries are already lists (its ``params.train`` has one entry per run), a one-model rule's
+    are single values."""
+    stacked = isinstance(snakemake.params.train, list)
+
+    def runs(value) -> list:
+        return list(value) if stacked else [value]
+
+    return stacked, runs
+
+
 def read_dataset(path):
     """Read a dataset h5ad, turning a missing or unreadable file into an InputError."""
     import anndata
