@@ -85,7 +85,7 @@ def job_settings(config: dict) -> dict:
     for transfer in (False, True):
         for job, members in plan.jobs(transfer=transfer).items():
             for m in members:
-                key = (transfer, job, m.dataset, m.method, m.seed, m.hp, getattr(m, "replicate", 0))
+                key = (transfer, job, m.dataset, m.method, m.seed, m.hp, m.replicate)
                 settings[key] = (plan.model_settings(m), plan.train_settings(m),
                                  plan.transfer_settings(m) if transfer else None)
     return settings
